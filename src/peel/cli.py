@@ -1,0 +1,185 @@
+"""The `peel` command line. Commands only parse arguments and call the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from peel.errors import PeelError
+
+app = typer.Typer(help="peel: personalized elastic embeddings for on-device recommendation.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Prepare and inspect interaction data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+# ---------------------------------------------------------------------- data
+@data_app.command("prepare")
+def data_prepare(
+    raw: Annotated[Path, typer.Argument(help="Interactions file or pre-split directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output pre-split directory.")],
+    format: Annotated[
+        str, typer.Option(help="auto, adjacency, presplit, movielens, csv, tsv, parquet, recbole.")
+    ] = "auto",
+    user_col: Annotated[str | None, typer.Option(help="User column (csv/tsv/parquet).")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item column (csv/tsv/parquet).")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="Rating column, for --min-rating.")] = None,
+    timestamp_col: Annotated[str | None, typer.Option(help="Timestamp column, kept with the data.")] = None,
+    min_rating: Annotated[float | None, typer.Option(help="Keep interactions with rating >= this.")] = None,
+    k_core: Annotated[int, typer.Option(help="Iterative k-core filter (1 = none).")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the per-user 7:1:2 split.")] = 2023,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+) -> None:
+    """Load raw interactions, dedupe, k-core filter, split 7:1:2 per user and write a pre-split directory."""
+    from peel.data import load, save_presplit
+
+    data = load(raw, format, user_col=user_col, item_col=item_col, rating_col=rating_col,
+                min_rating=min_rating, timestamp_col=timestamp_col)
+    if data.is_split:
+        console.print(f"[yellow]{raw} is already split; re-splitting it with seed {seed}[/]")
+    if k_core > 1:
+        data = data.k_core(k_core)
+    data = data.split_random(seed=seed).replace(name=out.name)
+    save_presplit(data, out, overwrite=force,
+                  provenance={"source": str(raw), "format": format, "k_core": k_core, "seed": seed,
+                              "split": "per-user random 7:1:2", "min_rating": min_rating})
+    _stats_table(data.stats())
+    console.print(f"wrote {out}")
+
+
+@data_app.command("stats")
+def data_stats(
+    path: Annotated[Path, typer.Argument(help="Pre-split directory or interactions file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    format: Annotated[str, typer.Option(help="Input format (auto guesses from the path).")] = "auto",
+    cold_items: Annotated[str, typer.Option(help="keep, drop or error (pre-split directories).")] = "keep",
+) -> None:
+    """Users, items, interactions per split, density, popularity skew, cold items, removals."""
+    from peel.data import load
+    from peel.data.stats import file_checksums
+
+    data = load(path, format, cold_items=cold_items)
+    stats = data.stats()
+    if path.is_dir():
+        stats |= file_checksums(path)
+    if as_json:
+        _print_json(stats)
+    else:
+        _stats_table(stats)
+
+
+def _stats_table(stats: dict[str, Any]) -> None:
+    table = Table(title=f"dataset {stats.get('name') or ''}".strip(), show_header=False)
+    for key, value in stats.items():
+        if key in ("name", "removed") or key.endswith("sha256"):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        table.add_row(key, str(value))
+    for entry in stats.get("removed", []):
+        table.add_row(f"removed: {entry['step']}", ", ".join(f"{k}={v}" for k, v in entry.items() if k != "step"))
+    console.print(table)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="Output pre-split directory.")],
+    users: Annotated[int, typer.Option(help="Number of users.")] = 3000,
+    items: Annotated[int, typer.Option(help="Number of items.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+) -> None:
+    """Write the synthetic dataset (taste clusters, power-law popularity) as a pre-split directory."""
+    from peel.data import save_presplit, synthetic_dataset
+
+    data = synthetic_dataset(seed=seed, n_users=users, n_items=items).replace(name=out.name)
+    save_presplit(data, out, overwrite=force, provenance={"source": "synthetic", "seed": seed})
+    _stats_table(data.stats())
+    console.print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------- budgets
+@app.command("budget")
+def budget(
+    budgets: Annotated[str, typer.Argument(help="Comma-separated budgets, e.g. 5MB,10MB,25MB or 20%.")],
+    items: Annotated[int | None, typer.Option(help="Item count (or give --data).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset directory, for its item count and name.")] = None,
+    dim: Annotated[int, typer.Option(help="Full embedding size D, for percentages.")] = 128,
+    paper_equivalent: Annotated[bool, typer.Option(help="Scale paper budgets to this dataset.")] = False,
+    reference: Annotated[
+        str | None, typer.Option(help="amazon-book or yelp2020 (default: from the dataset name).")
+    ] = None,
+) -> None:
+    """Show budgets in bytes, as paper-equivalents and as a share of the full item table."""
+    from peel.budget import full_table_bytes, parse_budgets
+    from peel.budget import paper_equivalent as scale
+
+    name = ""
+    if data is not None:
+        from peel.data import load
+
+        loaded = load(data)
+        items, name = loaded.n_items, loaded.name
+    full = full_table_bytes(items, dim) if items else None
+    parsed = parse_budgets(budgets, full_table_bytes=full, n_items=items, reference=reference or name or None)
+    table = Table("budget", "bytes", "MB", "share of full table")
+    for b in parsed:
+        if paper_equivalent:
+            if items is None:
+                raise PeelError("--paper-equivalent needs --items or --data")
+            b = scale(b, n_items=items, reference=reference or name)
+        share = f"{100 * b.bytes / full:.1f}%" if full else "-"
+        table.add_row(b.label or str(b.bytes), f"{b.bytes:,}", f"{b.megabytes:.3f}", share)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- demo
+@app.command("demo")
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Generate the synthetic default, split it and evaluate the reference scorers (no files needed)."""
+    from peel.demo import run_demo
+
+    result = run_demo(seed=seed, progress=not as_json, console=console)
+    if as_json:
+        _print_json(result)
+
+
+def main() -> None:
+    """Entry point: project errors become one clear line on stderr and exit code 2."""
+    try:
+        app()
+    except PeelError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
