@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from peel.errors import BudgetError
 
@@ -89,6 +90,7 @@ def parse_budget(
     if match is None:
         raise BudgetError(f"cannot read budget {text!r}; accepted forms: {ACCEPTED_FORMS}")
     number, unit, eq = float(match["number"]), match["unit"].lower(), match["eq"]
+    exact = Fraction(match["number"])  # exact decimal: float('4.1') * 10**6 floors to 4099999
     label = text.strip()
     if unit == "%":
         if eq:
@@ -98,10 +100,10 @@ def parse_budget(
                               "give an absolute budget such as '5MB'")
         if not 0 < number <= 100:
             raise BudgetError(f"budget {text!r}: a percentage must lie in (0, 100]")
-        return Budget(math.floor(full_table_bytes * number / 100), label=label)
+        return Budget(math.floor(full_table_bytes * exact / 100), label=label)
     if unit not in _UNITS:
         raise BudgetError(f"budget {text!r}: unknown unit {match['unit']!r}; accepted forms: {ACCEPTED_FORMS}")
-    size = number * _UNITS[unit]
+    size = exact * _UNITS[unit]
     if unit in ("", "b") and not number.is_integer():
         raise BudgetError(f"budget {text!r}: a byte count must be a whole number")
     budget = Budget(math.floor(size), label=label)

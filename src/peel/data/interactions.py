@@ -110,6 +110,10 @@ class Interactions:
         a split, the earliest split wins) and sorts rows by (user, item)."""
         user = np.asarray(user, dtype=np.int32)
         item = np.asarray(item, dtype=np.int32)
+        # check lengths before indexing: a longer split/timestamp would otherwise be cut silently
+        for label, arr in (("item", item), ("split", split), ("timestamp", timestamp)):
+            if arr is not None and len(arr) != len(user):
+                raise DataError(f"user and {label} arrays differ in length ({len(user)} vs {len(arr)})")
         key = user.astype(np.int64) * n_items + item
         if split is not None:
             split = np.asarray(split, dtype=np.int8)

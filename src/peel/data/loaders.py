@@ -189,6 +189,11 @@ def save_presplit(data: Interactions, directory: str | Path, *, overwrite: bool 
 
     if data.split is None:
         raise DataError("only split interactions can be saved as a pre-split directory; call .split_random()")
+    for split in SPLITS:
+        if not data.count(split):
+            # load_presplit refuses an empty file, so never write one
+            raise DataError(f"{data.name or 'data'}: the {split} split is empty; nothing to save as {split}.txt "
+                            "(users with fewer than 3 interactions go wholly to train)")
     directory = Path(directory)
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         for split in SPLITS:
@@ -216,13 +221,28 @@ def _read_delimited(path: Path, *, sep: str, header: bool, names: list[str] | No
                             dtype=str, keep_default_na=False, na_values=[], skip_blank_lines=False,
                             engine="c")
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: malformed line: {_pandas_message(exc)}") from None
+        message = _pandas_message(exc)
+        bad_line = re.search(r"line (\d+)", message)
+        if bad_line:
+            n = int(bad_line.group(1))
+            raise DataError(f"{path}, line {n}: malformed line ({message}): {_line_text(path, n)!r}") from None
+        raise DataError(f"{path}: malformed line: {message}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     first_line = 2 if header else 1
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas silently turns the first field into an index when the first data line has one field too many
+        raise DataError(f"{path}, line {first_line}: malformed line (expected {len(frame.columns)} fields, "
+                        f"saw {len(frame.columns) + 1}): {_line_text(path, first_line)!r}")
     if frame.empty:
         raise DataError(f"{path}: no interactions after the header")
     return frame, first_line
+
+
+def _line_text(path: Path, line: int) -> str:
+    """Line ``line`` (1-based) of the file as text, for error messages."""
+    lines = path.read_bytes().split(b"\n")
+    return lines[line - 1].rstrip(b"\r").decode(errors="replace") if 0 < line <= len(lines) else ""
 
 
 def _pandas_message(exc: Exception) -> str:

@@ -67,7 +67,10 @@ def evaluate(
     if users is not None:
         chosen = np.intersect1d(chosen, np.asarray(users, dtype=np.int64))
     chunk_size = chunk_size or default_chunk(data.n_items)
-    parts: dict[str, list[np.ndarray]] = {}
+    if chunk_size < 1:
+        raise DataError(f"chunk_size must be a positive number of users, got {chunk_size}")
+    names = ("recall", "ndcg", "ndcg_legacy") if legacy_depth else ("recall", "ndcg")
+    parts: dict[str, list[np.ndarray]] = {f"{name}@{k}": [] for k in ks for name in names}  # keys even with no users
     starts = range(0, len(chosen), chunk_size)
     if progress:
         from tqdm.auto import tqdm

@@ -47,6 +47,7 @@ def ranking_metrics(
         out[f"recall@{k}"] = found / n_targets
         out[f"ndcg@{k}"] = dcg / ideal[np.minimum(n_targets, k)]
         if legacy_hits is not None:
-            legacy_ideal = ideal[np.minimum(legacy_hits, k)]
+            # hits in the top max(depth, K): for K > depth the NGCF list is K long (else legacy NDCG > 1)
+            legacy_ideal = ideal[np.minimum(np.maximum(legacy_hits, found), k)]
             out[f"ndcg_legacy@{k}"] = np.divide(dcg, legacy_ideal, out=np.zeros_like(dcg), where=legacy_ideal > 0)
     return out

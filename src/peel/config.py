@@ -1,0 +1,233 @@
+"""All PEEL hyperparameters: one frozen dataclass per stage, paper / methods.md defaults.
+
+The CLI only parses into these; an unknown key or a value of the wrong type is refused. Each run
+writes ``config.json`` beside its outputs and a resumed run checks it is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peel.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_blocks: int = 16          # N
+    block_dim: int = 8          # d; D = N * d
+    layers: int = 3             # LightGCN propagation layers (0 = matrix factorization)
+    layer_combination: str = "mean"  # "mean" (LightGCN) or "last" (the paper's text)
+    embedding_dim: int = 0      # D; 0 = n_blocks * block_dim, else it must equal that
+
+    @property
+    def dim(self) -> int:
+        """D = N * d."""
+        return self.n_blocks * self.block_dim
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    lr: float = 1e-3
+    batch_size: int = 4096
+    l2: float = 1e-4            # on the batch's ego embeddings, as in LightGCN
+    lambda_div: float = 1e-3    # diversity regularizer weight (methods.md §2)
+    max_epochs: int = 300
+    patience: int = 10          # evaluations without improvement of validation Recall@50
+    eval_every: int = 1         # epochs between validations
+    eval_users: int = 0         # fixed sample of validation users for early stopping (0 = all)
+
+
+@dataclass(frozen=True)
+class GroupingConfig:
+    item_groups: int = 20       # G_v
+    user_groups: int = 15       # G_u
+    item_grouping: str = "popularity"  # "popularity" or "random" (ablation)
+    user_grouping: str = "kmeans"      # "kmeans" or "single" (ablation)
+    kmeans_n_init: int = 4
+    min_valid_users: int = 2    # smaller user groups are merged into the nearest centroid's group
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    lr: float = 1e-3            # table / user vectors / BatchNorm / MLP; also xi of the one-step unroll
+    controller_lr: float = 1e-3
+    batch_size: int = 4096
+    l2: float = 1e-4
+    max_epochs: int = 50
+    patience: int = 5           # epochs without improvement of the group's validation loss
+    controller_hidden: int = 64
+    bilevel: str = "second_order"   # "second_order" or "first_order" (xi = 0)
+    scorer: str = "mlp"         # stage_b_scorer: "mlp" (paper) or "dot" (block-aligned dot product)
+    use_controller: bool = True  # False: uniform importance weights (the 'no importance weight' ablation)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    eq10: str = "masked"                 # "masked" or "fold" (methods.md §11)
+    blocks: str = "transformed"          # "transformed" (BatchNorm + tanh folded in), "raw" or "pretrained"
+    user_vector: str = "finetuned"       # "finetuned" or "pretrained"
+    block_selection: str = "weights"     # "weights" or "random" (ablation)
+
+
+@dataclass(frozen=True)
+class PeelConfig:
+    seed: int = 2023
+    threads: int = 0            # torch threads per process (0 = torch's default)
+    executor: str = "local"     # "local" or "ray"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # --------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PeelConfig:
+        return _build(cls, values, prefix="")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> PeelConfig:
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> PeelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def with_overrides(self, assignments: list[str]) -> PeelConfig:
+        """Apply ``section.key=value`` strings (e.g. ``pretrain.lr=2e-3``)."""
+        values = self.to_dict()
+        for text in assignments:
+            if "=" not in text:
+                raise ConfigError(f"--set expects key=value, got {text!r}")
+            key, raw = (s.strip() for s in text.split("=", 1))
+            *path, leaf = key.split(".")
+            node = values
+            for part in path:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown config section {part!r} in {key!r}; sections: {_sections()}")
+                node = node[part]
+            if leaf not in node or isinstance(node[leaf], dict):
+                raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known_keys())}")
+            node[leaf] = _parse_value(raw)
+        return PeelConfig.from_dict(values)
+
+
+def _sections() -> str:
+    return ", ".join(f.name for f in dataclasses.fields(PeelConfig) if dataclasses.is_dataclass(f.default_factory))
+
+
+def known_keys() -> list[str]:
+    keys = []
+    for f in dataclasses.fields(PeelConfig):
+        if f.default_factory is not dataclasses.MISSING:
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(f.default_factory())]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word: a string
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or 'root'} must be a table, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{sorted(unknown)[0]!r}; known keys: {', '.join(known_keys())}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"config {key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+_CHOICES = {
+    ("model", "layer_combination"): ("mean", "last"),
+    ("grouping", "item_grouping"): ("popularity", "random"),
+    ("grouping", "user_grouping"): ("kmeans", "single"),
+    ("finetune", "bilevel"): ("second_order", "first_order"),
+    ("finetune", "scorer"): ("mlp", "dot"),
+    ("device", "eq10"): ("masked", "fold"),
+    ("device", "blocks"): ("transformed", "raw", "pretrained"),
+    ("device", "user_vector"): ("finetuned", "pretrained"),
+    ("device", "block_selection"): ("weights", "random"),
+}
+
+
+def validate(config: PeelConfig) -> None:
+    """Cross-field and range checks; data-dependent checks are in :func:`validate_for_data`."""
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in choices:
+            raise ConfigError(f"config {section}.{key} must be one of {', '.join(choices)}, got {value!r}")
+    if config.executor not in ("local", "ray"):
+        raise ConfigError(f"config executor must be local or ray, got {config.executor!r}")
+    positive = {
+        "model.n_blocks": config.model.n_blocks, "model.block_dim": config.model.block_dim,
+        "pretrain.batch_size": config.pretrain.batch_size, "pretrain.max_epochs": config.pretrain.max_epochs,
+        "pretrain.eval_every": config.pretrain.eval_every, "pretrain.patience": config.pretrain.patience,
+        "grouping.item_groups": config.grouping.item_groups, "grouping.user_groups": config.grouping.user_groups,
+        "finetune.batch_size": config.finetune.batch_size, "finetune.max_epochs": config.finetune.max_epochs,
+        "finetune.patience": config.finetune.patience, "pretrain.lr": config.pretrain.lr,
+        "finetune.lr": config.finetune.lr, "finetune.controller_lr": config.finetune.controller_lr,
+        "finetune.controller_hidden": config.finetune.controller_hidden,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config {key} must be positive, got {value}")
+    if config.model.embedding_dim and config.model.embedding_dim != config.model.dim:
+        raise ConfigError(f"model.embedding_dim = {config.model.embedding_dim} must equal n_blocks * block_dim = "
+                          f"{config.model.n_blocks} * {config.model.block_dim} = {config.model.dim}")
+    for key, value in {"model.layers": config.model.layers, "pretrain.l2": config.pretrain.l2,
+                       "pretrain.lambda_div": config.pretrain.lambda_div, "finetune.l2": config.finetune.l2,
+                       "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads}.items():
+        if value < 0:
+            raise ConfigError(f"config {key} must be >= 0, got {value}")
+
+
+def validate_for_data(config: PeelConfig, *, n_users: int, n_items: int) -> None:
+    """Checks that need the dataset's size (e.g. G_v larger than the item count)."""
+    if config.grouping.item_groups > n_items:
+        raise ConfigError(f"grouping.item_groups = {config.grouping.item_groups} exceeds the item count {n_items}")
+    if config.grouping.user_groups > n_users:
+        raise ConfigError(f"grouping.user_groups = {config.grouping.user_groups} exceeds the user count {n_users}")
+
+
+def config_from_sources(path: str | Path | None = None, overrides: list[str] | None = None) -> PeelConfig:
+    """Defaults <- TOML file <- ``--set`` overrides."""
+    config = PeelConfig.from_toml(path) if path else PeelConfig()
+    return config.with_overrides(overrides or [])

@@ -1,0 +1,1 @@
+"""Models: LightGCN backbone (stage a), group fine-tuning model and controller (stage b)."""

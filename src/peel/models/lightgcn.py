@@ -1,0 +1,59 @@
+"""LightGCN with item embeddings viewed as N blocks of d dims (stage a).
+
+With ``layers = 0`` it is matrix factorization; with ``lambda_div = 0`` plain LightGCN. The same
+model and the same loss serve PEEL's pretraining and the fixed-size baselines.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peel.models.graph import propagate
+from peel.models.regularizers import diversity
+
+
+class LightGCN(nn.Module):
+    """User and item ego embeddings of D = n_blocks * block_dim, propagated over the graph."""
+
+    def __init__(self, n_users: int, n_items: int, *, n_blocks: int, block_dim: int, layers: int,
+                 layer_combination: str = "mean", adjacency: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.n_blocks, self.block_dim = n_blocks, block_dim
+        self.layers, self.layer_combination = layers, layer_combination
+        dim = n_blocks * block_dim
+        self.user_embedding = nn.Parameter(torch.empty(n_users, dim))
+        self.item_embedding = nn.Parameter(torch.empty(n_items, dim))
+        nn.init.normal_(self.user_embedding, std=0.1)
+        nn.init.normal_(self.item_embedding, std=0.1)
+        if layers > 0 and adjacency is None:
+            raise ValueError("LightGCN with layers > 0 needs the normalized adjacency")
+        self.adjacency = adjacency
+
+    def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users, items) after propagation and layer combination: what scoring uses."""
+        ego = torch.cat([self.user_embedding, self.item_embedding])
+        if self.layers == 0:
+            return self.user_embedding, self.item_embedding
+        final = propagate(self.adjacency, ego, self.layers, self.layer_combination)
+        return final[: self.n_users], final[self.n_users:]
+
+    def loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, *,
+             l2: float, lambda_div: float) -> torch.Tensor:
+        """BPR + l2 * ||batch ego embeddings||^2 / batch - lambda_div * diversity (Eq. 2, methods.md §2)."""
+        user_final, item_final = self.final_embeddings()
+        u = user_final[users]
+        positive_score = (u * item_final[positives]).sum(dim=1)
+        negative_score = (u * item_final[negatives]).sum(dim=1)
+        bpr = -F.logsigmoid(positive_score - negative_score).mean()
+        ego_u = self.user_embedding[users]
+        ego_p, ego_n = self.item_embedding[positives], self.item_embedding[negatives]
+        reg = (ego_u.pow(2).sum() + ego_p.pow(2).sum() + ego_n.pow(2).sum()) / (2 * len(users))
+        loss = bpr + l2 * reg
+        if lambda_div > 0:
+            batch_items = torch.unique(torch.cat([positives, negatives]))
+            blocks = self.item_embedding[batch_items].view(-1, self.n_blocks, self.block_dim)
+            loss = loss - lambda_div * diversity(blocks)
+        return loss

@@ -1,0 +1,1 @@
+"""Training stages: the shared loop, BPR sampling, pretraining (a), grouping, fine-tuning (b)."""

@@ -1,0 +1,150 @@
+"""The one training loop: zero_grad / backward / step live here once.
+
+A stage passes in its model, optimizer, a function giving an epoch's batches, a ``step(batch) ->
+loss`` and a ``validate() -> score``; the loop does early stopping with patience, keeps the best
+state, writes an atomic checkpoint every epoch and resumes from it. Batches must be a function of
+the epoch number (seeded per epoch), so a resumed run ends with the same parameters as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peel._io import atomic_path
+
+log = logging.getLogger("peel")
+
+
+@dataclass
+class LoopResult:
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Stateful:
+    """Anything with state_dict / load_state_dict (modules, optimizers)."""
+
+    def state_dict(self) -> dict[str, Any]: ...  # pragma: no cover
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...  # pragma: no cover
+
+
+def fit(
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Callable[[int], Iterable[Any]],
+    step: Callable[[Any], torch.Tensor],
+    validate: Callable[[], float] | None = None,
+    mode: str = "max",
+    max_epochs: int,
+    patience: int,
+    eval_every: int = 1,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    extra_state: dict[str, Stateful] | None = None,
+    keep_best: dict[str, Stateful] | None = None,
+    on_best: Callable[[], None] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> LoopResult:
+    """Train until ``max_epochs`` or ``patience`` validations without improvement.
+
+    ``extra_state`` (e.g. a controller and its optimizer) is checkpointed with the model;
+    ``keep_best`` modules are restored to their best-epoch state with the model at the end.
+    ``on_best`` runs whenever validation improves (e.g. to record the controller's output).
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be max or min, got {mode!r}")
+    extra_state = extra_state or {}
+    keep_best = {"model": model, **(keep_best or {})}
+    sign = 1.0 if mode == "max" else -1.0
+    state = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad": 0, "history": [], "best": None}
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = _load_checkpoint(checkpoint, model, optimizer, extra_state)
+        log.info("%s: resumed after epoch %d", desc, state["epoch"])
+    start_time = time.perf_counter()
+    epochs = range(state["epoch"] + 1, max_epochs + 1)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_epochs, initial=state["epoch"], desc=desc, unit="epoch", leave=False)
+    stopped_early = False
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        for batch in batches(epoch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = step(batch)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            count += 1
+        record: dict[str, float] = {"epoch": epoch, "loss": total / max(count, 1)}
+        if validate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
+            model.eval()
+            with torch.no_grad():
+                score = float(validate())
+            record["score"] = score
+            if sign * score > state["best_score"]:
+                state.update(best_epoch=epoch, best_score=sign * score, bad=0,
+                             best={k: copy.deepcopy(m.state_dict()) for k, m in keep_best.items()})
+                if on_best is not None:
+                    on_best()
+            else:
+                state["bad"] += 1
+        record["seconds"] = time.perf_counter() - t0
+        state["history"].append(record)
+        state["epoch"] = epoch
+        log.info("%s epoch %d: %s", desc, epoch, ", ".join(f"{k}={v:.5g}" for k, v in record.items() if k != "epoch"))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "score")})
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, optimizer, extra_state, state)
+        if validate is not None and state["bad"] >= patience:
+            stopped_early = True
+            break
+    if bar is not None:
+        bar.close()
+    if state["best"] is not None:
+        for key, module in keep_best.items():
+            module.load_state_dict(state["best"][key])
+    best_score = sign * state["best_score"] if state["best"] is not None else math.nan
+    return LoopResult(best_epoch=state["best_epoch"], best_score=best_score, epochs_run=state["epoch"],
+                      stopped_early=stopped_early, history=state["history"],
+                      seconds=time.perf_counter() - start_time)
+
+
+def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     extra: dict[str, Stateful], state: dict[str, Any]) -> None:
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "extra": {k: v.state_dict() for k, v in extra.items()}, "state": state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     extra: dict[str, Stateful]) -> dict[str, Any]:
+    payload = torch.load(path, weights_only=True)  # our own file, but never unpickle arbitrary objects
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    for key, module in extra.items():
+        module.load_state_dict(payload["extra"][key])
+    return payload["state"]

@@ -1,0 +1,238 @@
+"""The server pipeline into a run directory: pretrain -> grouping -> fine-tune every user group.
+
+Each stage writes its output atomically and is skipped when that output exists, so a killed run
+continues with ``resume=True`` (the running stage resumes from its last epoch checkpoint).
+
+Run directory:
+    config.json, data.json, log.txt, summary.json
+    pretrain/checkpoint.pt, pretrain/embeddings.npz
+    grouping.npz
+    finetune/group_<g>.npz (+ checkpoint_<g>.pt while running)
+    ablations/<name>/... (same layout, stage a shared where the config allows)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peel._io import write_json_atomic
+from peel.config import PeelConfig, validate_for_data
+from peel.data.interactions import Interactions
+from peel.errors import ConfigError, PeelError
+from peel.training.executor import run_tasks
+from peel.training.finetune import GroupResult, GroupTask, finetune_group
+from peel.training.grouping import item_groups, user_groups
+from peel.training.pretrain import load_pretrained, pretrain
+
+log = logging.getLogger("peel")
+
+ABLATIONS = ("random_item_groups", "no_diversity", "single_user_group", "random_selection", "lightgcn")
+
+
+def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
+    """The config of one ablation of the paper's Fig. 4 (and full-size LightGCN)."""
+    r = dataclasses.replace
+    if name == "random_item_groups":
+        return r(config, grouping=r(config.grouping, item_grouping="random"))
+    if name == "no_diversity":
+        return r(config, pretrain=r(config.pretrain, lambda_div=0.0))
+    if name == "single_user_group":
+        return r(config, grouping=r(config.grouping, user_grouping="single"))
+    if name == "random_selection":
+        return r(config, finetune=r(config.finetune, use_controller=False),
+                 device=r(config.device, block_selection="random"))
+    if name == "lightgcn":
+        return r(config, pretrain=r(config.pretrain, lambda_div=0.0))
+    raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
+
+
+def data_source(data: Interactions, path: str | Path | None) -> dict[str, Any]:
+    """How ``peel evaluate`` finds the data again: a path, or the synthetic generator's seed."""
+    if path is not None:
+        return {"source": str(Path(path).resolve()), "name": data.name}
+    synthetic = next((e for e in data.report if e.get("step") == "synthetic"), None)
+    if synthetic is None:
+        raise PeelError("in-memory data needs a path to be recorded in the run; save it with save_presplit")
+    return {"source": "synthetic", "name": data.name, "synthetic": synthetic}
+
+
+def load_data_source(info: dict[str, Any]) -> Interactions:
+    from peel.data import load, synthetic_dataset
+
+    if info["source"] == "synthetic":
+        params = {k: v for k, v in info["synthetic"].items() if k != "step"}
+        split = next((e for e in [info.get("split", {})] if e), {"seed": 2023})
+        return synthetic_dataset(split_seed=split.get("seed", 2023), **params)
+    return load(info["source"])
+
+
+def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path: str | Path | None = None,
+          resume: bool = False, progress: bool = True, ablation: str | None = None,
+          stop_after: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline into ``out``; returns the summary written to summary.json.
+
+    With ``ablation``, the run goes to ``out/ablations/<name>`` with the ablation's config, reusing
+    the main run's stage a when the ablation does not change it. ``stop_after='pretrain'`` stops there.
+    """
+    out = Path(out)
+    if ablation is not None:
+        parent = out
+        config = ablation_config(config, ablation)
+        out = parent / "ablations" / ablation
+        _share_pretraining(parent, out, config)
+        if ablation == "lightgcn":
+            stop_after = "pretrain"
+    _prepare_run_dir(out, config, resume=resume)
+    validate_for_data(config, n_users=data.n_users, n_items=data.n_items)
+    source = data_source(data, data_path)
+    split_step = next((e for e in data.report if e.get("step") == "split"), None)
+    if split_step:
+        source["split"] = split_step
+    write_json_atomic(out / "data.json", source)
+    handler = _attach_log(out / "log.txt")
+    try:
+        return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after)
+    finally:
+        logging.getLogger("peel").removeHandler(handler)
+        handler.close()
+
+
+def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bool, progress: bool,
+                stop_after: str | None) -> dict[str, Any]:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    embeddings = out / "pretrain" / "embeddings.npz"
+    if not embeddings.exists():
+        embeddings.parent.mkdir(parents=True, exist_ok=True)
+        result = pretrain(data, model_config=config.model, config=config.pretrain, seed=config.seed,
+                          checkpoint=out / "pretrain" / "checkpoint.pt", resume=resume, progress=progress)
+        result.save(embeddings)
+        write_json_atomic(out / "pretrain" / "result.json", {
+            "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
+            "epochs_run": result.loop.epochs_run, "seconds": result.loop.seconds, "history": result.loop.history})
+        log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
+    user_vectors, item_vectors = load_pretrained(embeddings)
+    timings["pretrain"] = time.perf_counter() - t0
+    if stop_after == "pretrain":
+        return _write_summary(out, timings, groups=[])
+    t1 = time.perf_counter()
+    item_group, user_group = _grouping(data, out, config, user_vectors)
+    timings["grouping"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    groups = _finetune(data, out, config, user_vectors, item_vectors, item_group, user_group,
+                       resume=resume, progress=progress)
+    timings["finetune"] = time.perf_counter() - t2
+    return _write_summary(out, timings, groups=groups)
+
+
+def _grouping(data: Interactions, out: Path, config: PeelConfig,
+              user_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    path = out / "grouping.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return z["item_group"], z["user_group"]
+    g = config.grouping
+    items = item_groups(data.popularity("train"), g.item_groups, g.item_grouping, seed=config.seed)
+    has_valid = np.diff(data.csr("valid").indptr) > 0
+    users = user_groups(user_vectors, g.user_groups, mode=g.user_grouping, seed=config.seed, n_init=g.kmeans_n_init,
+                        valid_users=has_valid, min_valid_users=g.min_valid_users)
+    from peel._io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, item_group=items, user_group=users.labels, centroids=users.centroids)
+    write_json_atomic(out / "grouping.json", {
+        "item_group_sizes": np.bincount(items).tolist(), "user_group_sizes": np.bincount(users.labels).tolist(),
+        "merged_user_groups": users.merged})
+    return items, users.labels
+
+
+def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: np.ndarray, item_vectors: np.ndarray,
+              item_group: np.ndarray, user_group: np.ndarray, *, resume: bool, progress: bool) -> list[GroupResult]:
+    directory = out / "finetune"
+    directory.mkdir(exist_ok=True)
+    train_csr, valid_csr = data.csr("train"), data.csr("valid")
+    done: dict[int, GroupResult] = {}
+    tasks = []
+    for g in range(int(user_group.max()) + 1):  # a loop over user groups, not users
+        path = directory / f"group_{g}.npz"
+        if path.exists():
+            done[g] = GroupResult.load(path)
+            continue
+        users = np.flatnonzero(user_group == g)
+        tasks.append(GroupTask(group=g, config=config, users=users, item_table=item_vectors,
+                               user_vectors=user_vectors[users], item_group=item_group, train=train_csr[users],
+                               valid=valid_csr[users], checkpoint=str(directory / f"checkpoint_{g}.pt"),
+                               resume=resume, progress=progress and config.executor == "local"))
+
+    def save(result: GroupResult) -> None:
+        result.save(directory / f"group_{result.group}.npz")
+        checkpoint = directory / f"checkpoint_{result.group}.pt"
+        if checkpoint.exists():
+            checkpoint.unlink()
+        log.info("user group %d: %d users, best epoch %d, valid loss %.5f, %.1f s", result.group, len(result.users),
+                 result.best_epoch, result.best_valid_loss, result.seconds)
+
+    for result in run_tasks(finetune_group, tasks, executor=config.executor, cpus_per_task=max(config.threads, 1),
+                            on_result=save, progress=progress, desc="stage b: user groups"):
+        done[result.group] = result
+    return [done[g] for g in sorted(done)]
+
+
+def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResult]) -> dict[str, Any]:
+    summary = {"seconds": {k: round(v, 2) for k, v in timings.items()},
+               "groups": [{"group": r.group, "users": len(r.users), "best_epoch": r.best_epoch,
+                           "epochs_run": r.epochs_run, "best_valid_loss": r.best_valid_loss,
+                           "seconds": round(r.seconds, 2)} for r in groups]}
+    summary["seconds"]["total"] = round(sum(v for k, v in summary["seconds"].items() if k != "total"), 2)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _prepare_run_dir(out: Path, config: PeelConfig, *, resume: bool) -> None:
+    config_path = out / "config.json"
+    if config_path.exists():
+        if not resume:
+            raise PeelError(f"run directory {out} already holds a run; pass --resume to continue it "
+                            "or choose another --out")
+        saved = PeelConfig.from_json(config_path)
+        if saved != config:
+            raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config_path, config.to_dict())
+
+
+def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
+    """Reuse finished stage-a embeddings from the main run or a sibling ablation with the same stage a."""
+    target = out / "pretrain" / "embeddings.npz"
+    if target.exists():
+        return
+    candidates = [parent, *sorted((parent / "ablations").glob("*"))]
+    for candidate in candidates:
+        embeddings = candidate / "pretrain" / "embeddings.npz"
+        if candidate == out or not embeddings.exists() or not (candidate / "config.json").exists():
+            continue
+        other = PeelConfig.from_json(candidate / "config.json")
+        if other.model == config.model and other.pretrain == config.pretrain and other.seed == config.seed:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(embeddings, target)
+            for extra in ("result.json",):
+                if (candidate / "pretrain" / extra).exists():
+                    os.link(candidate / "pretrain" / extra, out / "pretrain" / extra)
+            log.info("%s: stage a shared with %s", out, candidate)
+            return
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("peel")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return handler

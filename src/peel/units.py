@@ -1,0 +1,141 @@
+"""Units, their importance order, budget selection and Eq. 10 ranking. numpy only.
+
+A *unit* is block n of every item in item group g (|V_g| x d floats). One user group's bundle is
+its units in a fixed order; a budget keeps a prefix of that order (DESIGN.md, ERRATA issue 4).
+The server evaluation and the device runtime both use these functions, so what the server
+reports at a budget is what a device computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from peel.errors import BudgetError, ConfigError
+
+BYTES_PER_FLOAT = 4
+EQ10_READINGS = ("masked", "fold")
+
+
+def unit_order(importance_weights: np.ndarray) -> np.ndarray:
+    """The unit order of methods.md §9 as an array of (item group, block) rows.
+
+    First the best block of every item group (item groups by that block's weight, descending),
+    then every other unit by weight, descending; ties broken by (item group, block) index.
+    """
+    weights = np.asarray(importance_weights, dtype=np.float64)
+    if weights.ndim != 2:
+        raise ConfigError(f"importance weights must be (item groups, blocks), got shape {weights.shape}")
+    n_groups, n_blocks = weights.shape
+    group, block = np.divmod(np.arange(weights.size), n_blocks)
+    flat = weights.ravel()
+    # rank within each item group: by weight desc, then block index
+    within = np.lexsort((block, -flat, group))
+    is_best = np.zeros(weights.size, dtype=bool)
+    is_best[within[::n_blocks]] = True
+    index = group * n_blocks + block
+    order = np.lexsort((index, -flat, ~is_best))
+    return np.stack([group[order], block[order]], axis=1)
+
+
+def random_unit_order(n_item_groups: int, n_blocks: int, seed: int) -> np.ndarray:
+    """The 'no importance weight' ablation: one random block per item group first, the rest random."""
+    rng = np.random.default_rng(seed)
+    return unit_order(rng.random((n_item_groups, n_blocks)))
+
+
+@dataclass(frozen=True)
+class UnitLayout:
+    """Sizes needed for byte accounting: item-group sizes, blocks per item, block dim."""
+
+    item_group_sizes: np.ndarray  # (G_v,)
+    n_blocks: int
+    block_dim: int
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.n_blocks * self.block_dim
+
+    @property
+    def user_vector_bytes(self) -> int:
+        return self.embedding_dim * BYTES_PER_FLOAT
+
+    def unit_bytes(self, order: np.ndarray) -> np.ndarray:
+        """Bytes of each unit of ``order``: |V_g| * d * 4."""
+        return np.asarray(self.item_group_sizes)[order[:, 0]].astype(np.int64) * self.block_dim * BYTES_PER_FLOAT
+
+    def minimum_bytes(self, order: np.ndarray) -> int:
+        """The smallest budget: the first G_v units (one block per item group) + the user vector."""
+        n_groups = len(self.item_group_sizes)
+        return int(self.unit_bytes(order)[:n_groups].sum()) + self.user_vector_bytes
+
+    def full_bytes(self) -> int:
+        return int(np.sum(self.item_group_sizes)) * self.embedding_dim * BYTES_PER_FLOAT + self.user_vector_bytes
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The kept prefix of a unit order under a budget."""
+
+    order: np.ndarray  # (units, 2) full order
+    n_kept: int
+    bytes_used: int  # kept units + user vector
+    budget_bytes: int
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.order[: self.n_kept]
+
+    def kept_mask(self, n_item_groups: int, n_blocks: int) -> np.ndarray:
+        mask = np.zeros((n_item_groups, n_blocks), dtype=bool)
+        kept = self.kept
+        mask[kept[:, 0], kept[:, 1]] = True
+        return mask
+
+
+def select(order: np.ndarray, layout: UnitLayout, budget_bytes: int) -> Selection:
+    """Keep units in order while units + user vector fit ``budget_bytes``; stop at the first misfit.
+
+    Raises BudgetError, stating the minimum, when one block per item group does not fit.
+    """
+    costs = layout.unit_bytes(order)
+    running = np.cumsum(costs) + layout.user_vector_bytes
+    n_kept = int(np.argmax(running > budget_bytes)) if running[-1] > budget_bytes else len(order)
+    minimum = layout.minimum_bytes(order)
+    if n_kept < len(layout.item_group_sizes):
+        raise BudgetError(f"budget of {budget_bytes:,} bytes is below the minimum of {minimum:,} bytes "
+                          f"({minimum / 1e6:.3f} MB: one block per item group + the user vector)")
+    used = int(running[n_kept - 1])
+    return Selection(order=order, n_kept=n_kept, bytes_used=used, budget_bytes=int(budget_bytes))
+
+
+# ---------------------------------------------------------------------- Eq. 10
+def block_scale(kept_mask: np.ndarray) -> np.ndarray:
+    """s_max / |S_g| per item group (Eq. 10's normaliser); 0 for a group with no kept block."""
+    counts = kept_mask.sum(axis=1).astype(np.float64)
+    return np.divide(counts.max(), counts, out=np.zeros_like(counts), where=counts > 0)
+
+
+def effective_items(blocks: np.ndarray, item_group: np.ndarray, kept_mask: np.ndarray, reading: str) -> np.ndarray:
+    """Item matrix such that Eq. 10 is ``query(user) @ effective.T``.
+
+    ``blocks``: (items, N, d) block vectors; ``item_group``: item group of every item;
+    ``kept_mask``: (G_v, N) kept units. 'masked' gives (items, N*d) with dropped blocks zeroed;
+    'fold' gives (items, d), the sum of kept blocks; both scaled by s_max / |S_g|.
+    """
+    if reading not in EQ10_READINGS:
+        raise ConfigError(f"eq10 reading must be one of {EQ10_READINGS}, got {reading!r}")
+    scale = block_scale(kept_mask)[item_group].astype(blocks.dtype)
+    mask = kept_mask[item_group].astype(blocks.dtype)  # (items, N)
+    weighted = blocks * (mask * scale[:, None])[:, :, None]
+    if reading == "masked":
+        return weighted.reshape(len(blocks), -1)
+    return weighted.sum(axis=1)
+
+
+def user_query(user_vectors: np.ndarray, n_blocks: int, reading: str) -> np.ndarray:
+    """The user side of Eq. 10: the full vector ('masked') or its N slices summed ('fold')."""
+    if reading == "masked":
+        return user_vectors
+    return user_vectors.reshape(len(user_vectors), n_blocks, -1).sum(axis=1)
