@@ -37,6 +37,12 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory in a temporary sibling and move it into place when the block succeeds.
@@ -53,6 +59,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
         raise PeelError(f"output directory {path} is not empty; pass --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a dataset directory gets the usual permissions
     try:
         yield tmp
         if path.exists():

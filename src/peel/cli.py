@@ -158,16 +158,90 @@ def budget(
     console.print(table)
 
 
+# ---------------------------------------------------------------------- train / evaluate
+def _load_data(data: str) -> tuple[Any, Path | None]:
+    from peel.data import load, synthetic_dataset
+
+    if data == "synthetic":
+        return synthetic_dataset(), None
+    return load(data), Path(data)
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[str, typer.Option("--data", help="Dataset directory or file, or 'synthetic'.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")],
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with config sections.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed or unfinished run.")] = False,
+    ablation: Annotated[str | None, typer.Option(help="Train one ablation into RUN/ablations/NAME: "
+                                                      "random_item_groups, no_diversity, single_user_group, "
+                                                      "random_selection, lightgcn.")] = None,
+    executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
+    stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: pretrain.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train PEEL: pretraining, item and user groups, group-level fine-tuning with the controller."""
+    import dataclasses
+
+    from peel.config import config_from_sources
+    from peel.training.pipeline import train
+
+    cfg = config_from_sources(config, set_ or [])
+    if executor:
+        cfg = dataclasses.replace(cfg, executor=executor)
+    loaded, path = _load_data(data)
+    summary = train(loaded, out, cfg, data_path=path, resume=resume, progress=not quiet, ablation=ablation,
+                    stop_after=stop_after)
+    table = Table("stage", "seconds", title=f"run {out}" + (f" / ablation {ablation}" if ablation else ""))
+    for stage, seconds in summary["seconds"].items():
+        table.add_row(stage, f"{seconds:.1f}")
+    console.print(table)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Annotated[Path, typer.Argument(help="Run directory of peel train.")],
+    budgets: Annotated[str, typer.Option(help="Comma-separated budgets, e.g. 5MB,10MB,25MB.")] = "5MB,10MB,25MB",
+    paper_equivalent: Annotated[bool, typer.Option(help="Scale paper budgets to this dataset.")] = False,
+    reference: Annotated[str | None, typer.Option(help="amazon-book or yelp2020 (default: from the dataset name).")]
+    = None,
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    ablation: Annotated[bool, typer.Option("--ablation", help="Add the ablation runs and full-size LightGCN.")]
+    = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Device overrides, e.g. device.eq10=fold.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recall and NDCG at 20 and 50 per budget for PEEL (Eq. 10 on the exported blocks)."""
+    from peel.evaluation.report import evaluate_runs
+
+    rows = evaluate_runs(run, budgets, paper_equivalent=paper_equivalent, reference=reference, split=split,
+                         ablations=ablation, overrides=set_ or [])
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("method", "budget", "bytes used", "recall@20", "ndcg@20", "recall@50", "ndcg@50",
+                  title=f"{run} ({split} split)")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["method"], r.get("budget", "-"), "-", r["error"], "", "", "")
+            continue
+        table.add_row(r["method"], r["budget"], f"{r['bytes_used']:,}" if r.get("bytes_used") else "full",
+                      *(f"{r[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")))
+    console.print(table)
+
+
 # ---------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
+    out: Annotated[Path | None, typer.Option(help="Run directory to keep (default: a temporary one).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Generate the synthetic default, split it and evaluate the reference scorers (no files needed)."""
+    """Train PEEL on the synthetic default and print the budget table (about a minute on 2 cores)."""
     from peel.demo import run_demo
 
-    result = run_demo(seed=seed, progress=not as_json, console=console)
+    result = run_demo(seed=seed, out=out, progress=not as_json, console=console)
     if as_json:
         _print_json(result)
 

@@ -1,0 +1,68 @@
+"""Budget tables for trained runs: PEEL, its ablations and full-size LightGCN."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from peel.budget import Budget, full_table_bytes, paper_equivalent as scale, parse_budgets
+from peel.errors import PeelError
+
+ABLATION_LABELS = {
+    "random_item_groups": "PEEL w/o PopSeg (random item groups)",
+    "no_diversity": "PEEL w/o diversity regularizer",
+    "single_user_group": "PEEL w/o user clustering",
+    "random_selection": "PEEL w/o importance weights (random order)",
+}
+
+
+def resolve_budgets(text: str, *, n_items: int, dim: int, name: str, paper_equivalent: bool,
+                    reference: str | None) -> list[Budget]:
+    budgets = parse_budgets(text, full_table_bytes=full_table_bytes(n_items, dim), n_items=n_items,
+                            reference=reference or name)
+    if paper_equivalent:
+        budgets = [scale(b, n_items=n_items, reference=reference or name) for b in budgets]
+    return budgets
+
+
+def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = False, reference: str | None = None,
+                  split: str = "test", ablations: bool = False, overrides: list[str] | None = None,
+                  ks: tuple[int, ...] = (20, 50)) -> list[dict[str, Any]]:
+    """Rows of {method, budget, bytes_used, metrics...}; ablation runs that do not exist get an error row."""
+    from peel.config import PeelConfig
+    from peel.run import TrainedRun, evaluate_pretrained, evaluate_run
+    from peel.training.pipeline import load_data_source
+
+    run = Path(run)
+    if not (run / "data.json").exists():
+        raise PeelError(f"{run} is not a run directory (no data.json); create one with peel train")
+    data = load_data_source(json.loads((run / "data.json").read_text()))
+    device = PeelConfig().with_overrides(overrides or []).device if overrides else None
+    main = TrainedRun.load(run, device=device)
+    parsed = resolve_budgets(budgets, n_items=data.n_items, dim=main.config.model.dim, name=data.name,
+                             paper_equivalent=paper_equivalent, reference=reference)
+    rows = [{"method": "PEEL", **r} for r in evaluate_run(main, data, parsed, split=split, ks=ks)]
+    if not ablations:
+        return rows
+    for name, label in ABLATION_LABELS.items():
+        path = run / "ablations" / name
+        try:
+            ablation_run = TrainedRun.load(path)
+            if device is not None:  # the same device options as the main run, except the ablated one
+                ablation_run.config = dataclasses.replace(
+                    ablation_run.config, device=dataclasses.replace(device, block_selection=ablation_run.config.device.block_selection))
+        except (PeelError, FileNotFoundError):
+            rows.append({"method": label, "error": f"not trained: peel train --ablation {name} --out {run}"})
+            continue
+        rows += [{"method": label, **r} for r in evaluate_run(ablation_run, data, parsed, split=split, ks=ks)]
+    lightgcn = run / "ablations" / "lightgcn"
+    if (lightgcn / "pretrain" / "embeddings.npz").exists():
+        metrics = evaluate_pretrained(lightgcn, data, split=split, ks=ks)
+        dim = main.config.model.dim
+        rows.append({"method": f"LightGCN (full size, D={dim})", "budget": "full",
+                     "bytes_used": full_table_bytes(data.n_items, dim) + dim * 4, **metrics})
+    else:
+        rows.append({"method": "LightGCN (full size)", "error": f"not trained: peel train --ablation lightgcn --out {run}"})
+    return rows
