@@ -156,7 +156,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(fields)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{sorted(unknown)[0]!r}; known keys: {', '.join(known_keys())}")
+        raise ConfigError(f"unknown config key '{prefix}{sorted(unknown)[0]}'; known keys: {', '.join(known_keys())}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]

@@ -16,7 +16,7 @@ import torch
 from peel.budget import Budget
 from peel.config import DeviceConfig, PeelConfig
 from peel.data.interactions import Interactions
-from peel.errors import PeelError
+from peel.errors import BudgetError, PeelError
 from peel.evaluation import DotProductScorer, evaluate
 from peel.training.finetune import GroupResult
 from peel.training.pretrain import load_pretrained
@@ -117,9 +117,13 @@ class BudgetScorer:
 def evaluate_run(run: TrainedRun, data: Interactions, budgets: list[Budget], *, split: str = "test",
                  ks: tuple[int, ...] = (20, 50)) -> list[dict[str, Any]]:
     """Metrics per budget, with the bytes actually used (max over user groups)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for budget in budgets:
-        scorer = run.scorer(budget)
+        try:
+            scorer = run.scorer(budget)
+        except BudgetError as exc:  # reported in the table instead of aborting the other budgets
+            rows.append({"budget": budget.label or str(budget.bytes), "budget_bytes": budget.bytes, "error": str(exc)})
+            continue
         metrics = evaluate(scorer, data, split=split, ks=ks)
         used = max(s.bytes_used for s in scorer.selections)
         kept = [s.n_kept for s in scorer.selections]

@@ -1,0 +1,108 @@
+"""End to end on small synthetic data: peel train / peel evaluate, ablations, resume, budgets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from peel.budget import Budget
+from peel.cli import app
+from peel.data import save_presplit
+from peel.errors import BudgetError, PeelError
+from peel.evaluation import PopularityScorer, evaluate
+from peel.run import TrainedRun, evaluate_run
+from peel.training.pipeline import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, small_data, small_config):
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(small_data, out, small_config, progress=False)
+    return out
+
+
+def test_run_directory_layout(trained, small_config):
+    for name in ("config.json", "data.json", "log.txt", "summary.json", "pretrain/embeddings.npz", "grouping.npz",
+                 "finetune/group_0.npz"):
+        assert (trained / name).exists(), name
+    assert not list((trained / "finetune").glob("checkpoint_*"))  # removed once a group is done
+    summary = json.loads((trained / "summary.json").read_text())
+    assert set(summary["seconds"]) == {"pretrain", "grouping", "finetune", "total"}
+    assert json.loads((trained / "config.json").read_text()) == small_config.to_dict()
+
+
+def test_peel_beats_popularity_and_more_budget_helps(trained, small_data):
+    run = TrainedRun.load(trained)
+    full = run.layout.full_bytes()
+    minimum = max(run.layout.minimum_bytes(run.unit_order(g)) for g in range(len(run.groups)))
+    rows = evaluate_run(run, small_data, [Budget(minimum), Budget(full)], split="valid", ks=(10,))
+    popularity = evaluate(PopularityScorer(small_data), small_data, split="valid", ks=(10,), legacy_depth=None)
+    assert rows[-1]["recall@10"] > popularity["recall@10"]
+    assert rows[0]["units_kept_max"] < rows[1]["units_kept_min"]
+    assert all(r["bytes_used"] <= r["budget_bytes"] for r in rows)
+    with pytest.raises(BudgetError, match="below the minimum"):
+        run.scorer(Budget(minimum - 1))
+
+
+def test_existing_run_needs_resume_and_same_config(trained, small_data, small_config):
+    with pytest.raises(PeelError, match="--resume"):
+        train(small_data, trained, small_config, progress=False)
+    changed = small_config.with_overrides(["pretrain.lr=0.5"])
+    with pytest.raises(PeelError, match="differs"):
+        train(small_data, trained, changed, resume=True, progress=False)
+    before = (trained / "finetune" / "group_0.npz").stat().st_mtime_ns
+    train(small_data, trained, small_config, resume=True, progress=False)  # everything done: nothing reruns
+    assert (trained / "finetune" / "group_0.npz").stat().st_mtime_ns == before
+
+
+def test_unit_order_puts_one_block_of_every_item_group_first(trained, small_config):
+    run = TrainedRun.load(trained)
+    g_v = small_config.grouping.item_groups
+    for g in range(len(run.groups)):
+        assert sorted(run.unit_order(g)[:g_v, 0].tolist()) == list(range(g_v))
+
+
+@pytest.mark.slow
+def test_cli_train_evaluate_with_ablations(tmp_path, small_data, small_overrides):
+    data_dir = tmp_path / "data"
+    save_presplit(small_data, data_dir)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    sets = [a for s in small_overrides for a in ("--set", s)]
+    result = runner.invoke(app, ["train", "--data", str(data_dir), "--out", str(out), "--quiet", *sets])
+    assert result.exit_code == 0, result.output
+    for ablation in ("single_user_group", "random_selection", "lightgcn"):
+        result = runner.invoke(app, ["train", "--data", str(data_dir), "--out", str(out), "--quiet",
+                                     "--ablation", ablation, *sets])
+        assert result.exit_code == 0, result.output
+    # the ablations that keep stage a share it instead of retraining
+    assert (out / "ablations" / "single_user_group" / "pretrain" / "embeddings.npz").stat().st_ino == \
+        (out / "pretrain" / "embeddings.npz").stat().st_ino
+    result = runner.invoke(app, ["evaluate", str(out), "--budgets", "1%,30%,100%", "--ablation", "--json",
+                                 "--split", "valid"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    methods = [r["method"] for r in rows]
+    assert methods.count("PEEL") == 3
+    assert "below the minimum" in rows[0]["error"]  # 1% cannot hold one block per item group
+    assert any("not trained" in r.get("error", "") for r in rows)  # random_item_groups, no_diversity
+    assert sum(1 for r in rows if "user clustering" in r["method"] and "recall@50" in r) == 2
+    assert rows[1]["recall@50"] <= rows[2]["recall@50"] + 0.02
+    lightgcn = [r for r in rows if r["method"].startswith("LightGCN")]
+    assert len(lightgcn) == 1 and lightgcn[0]["recall@50"] > 0
+    fold = runner.invoke(app, ["evaluate", str(out), "--budgets", "100%", "--json", "--split", "valid",
+                               "--set", "device.eq10=fold"])
+    assert fold.exit_code == 0 and json.loads(fold.output)[0]["recall@50"] != rows[2]["recall@50"]
+
+
+def test_cli_refuses_bad_config_with_one_line(tmp_path):
+    exe = Path(sys.executable).with_name("peel")
+    proc = subprocess.run([str(exe), "train", "--data", "synthetic", "--out", str(tmp_path / "r"),
+                           "--set", "model.embedding_dim=100"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "embedding_dim = 100 must equal" in proc.stderr and "Traceback" not in proc.stderr
+    assert np.all([not (tmp_path / "r" / "finetune").exists()])
