@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peel.budget import Budget, full_table_bytes, paper_equivalent as scale, parse_budgets
+from peel.budget import Budget, full_table_bytes, parse_budgets
+from peel.budget import paper_equivalent as scale
 from peel.errors import PeelError
 
 ABLATION_LABELS = {
@@ -51,8 +52,9 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
         try:
             ablation_run = TrainedRun.load(path)
             if device is not None:  # the same device options as the main run, except the ablated one
+                selection = ablation_run.config.device.block_selection
                 ablation_run.config = dataclasses.replace(
-                    ablation_run.config, device=dataclasses.replace(device, block_selection=ablation_run.config.device.block_selection))
+                    ablation_run.config, device=dataclasses.replace(device, block_selection=selection))
         except (PeelError, FileNotFoundError):
             rows.append({"method": label, "error": f"not trained: peel train --ablation {name} --out {run}"})
             continue
@@ -64,5 +66,6 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
         rows.append({"method": f"LightGCN (full size, D={dim})", "budget": "full",
                      "bytes_used": full_table_bytes(data.n_items, dim) + dim * 4, **metrics})
     else:
-        rows.append({"method": "LightGCN (full size)", "error": f"not trained: peel train --ablation lightgcn --out {run}"})
+        rows.append({"method": "LightGCN (full size)",
+                     "error": f"not trained: peel train --ablation lightgcn --out {run}"})
     return rows

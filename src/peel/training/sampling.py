@@ -9,8 +9,9 @@ import scipy.sparse as sp
 class TripleSampler:
     """(user, positive, negative) triples over the interactions of a binary CSR matrix.
 
-    Negatives avoid every item of the user in ``exclude`` (default: the matrix itself). One epoch = every interaction once, shuffled; negatives are uniform over items the user does not
-    have, drawn by vectorized rejection (redraw only the collisions).
+    Negatives avoid every item of the user in ``exclude`` (default: the matrix itself). One epoch =
+    every interaction once, shuffled; negatives are uniform over the items the user does not have,
+    drawn by vectorized rejection (redraw only the collisions).
     """
 
     def __init__(self, matrix: sp.csr_matrix, exclude: sp.csr_matrix | None = None) -> None:
