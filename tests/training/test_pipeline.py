@@ -55,8 +55,10 @@ def test_existing_run_needs_resume_and_same_config(trained, small_data, small_co
     with pytest.raises(PeelError, match="differs"):
         train(small_data, trained, changed, resume=True, progress=False)
     before = (trained / "finetune" / "group_0.npz").stat().st_mtime_ns
+    recorded = json.loads((trained / "summary.json").read_text())["seconds"]
     train(small_data, trained, small_config, resume=True, progress=False)  # everything done: nothing reruns
     assert (trained / "finetune" / "group_0.npz").stat().st_mtime_ns == before
+    assert json.loads((trained / "summary.json").read_text())["seconds"] == recorded  # times kept
 
 
 def test_unit_order_puts_one_block_of_every_item_group_first(trained, small_config):

@@ -14,6 +14,7 @@ Run directory:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -118,17 +119,21 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
             "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
             "epochs_run": result.loop.epochs_run, "seconds": result.loop.seconds, "history": result.loop.history})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
+        timings["pretrain"] = time.perf_counter() - t0
     user_vectors, item_vectors = load_pretrained(embeddings)
-    timings["pretrain"] = time.perf_counter() - t0
     if stop_after == "pretrain":
         return _write_summary(out, timings, groups=[])
     t1 = time.perf_counter()
+    fresh = not (out / "grouping.npz").exists()
     item_group, user_group = _grouping(data, out, config, user_vectors)
-    timings["grouping"] = time.perf_counter() - t1
+    if fresh:
+        timings["grouping"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    pending = len(list((out / "finetune").glob("group_*.npz"))) if (out / "finetune").exists() else 0
     groups = _finetune(data, out, config, user_vectors, item_vectors, item_group, user_group,
                        resume=resume, progress=progress)
-    timings["finetune"] = time.perf_counter() - t2
+    if pending < len(groups):
+        timings["finetune"] = time.perf_counter() - t2
     return _write_summary(out, timings, groups=groups)
 
 
@@ -186,12 +191,18 @@ def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: n
 
 
 def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResult]) -> dict[str, Any]:
-    summary = {"seconds": {k: round(v, 2) for k, v in timings.items()},
+    """Stage times of this invocation; a stage skipped because it was done keeps its recorded time
+    (a stage resumed after a kill records only the time after the resume)."""
+    path = out / "summary.json"
+    recorded = json.loads(path.read_text()).get("seconds", {}) if path.exists() else {}
+    seconds = {k: v for k, v in recorded.items() if k != "total"}
+    seconds.update({k: round(v, 2) for k, v in timings.items()})
+    summary = {"seconds": seconds,
                "groups": [{"group": r.group, "users": len(r.users), "best_epoch": r.best_epoch,
                            "epochs_run": r.epochs_run, "best_valid_loss": r.best_valid_loss,
                            "seconds": round(r.seconds, 2)} for r in groups]}
-    summary["seconds"]["total"] = round(sum(v for k, v in summary["seconds"].items() if k != "total"), 2)
-    write_json_atomic(out / "summary.json", summary)
+    summary["seconds"]["total"] = round(sum(summary["seconds"].values()), 2)
+    write_json_atomic(path, summary)
     return summary
 
 
