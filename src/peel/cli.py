@@ -231,6 +231,67 @@ def evaluate_command(
     console.print(table)
 
 
+# ---------------------------------------------------------------------- device bundles
+@app.command("export")
+def export_command(
+    run: Annotated[Path, typer.Argument(help="Run directory of peel train.")],
+    out: Annotated[Path, typer.Option("--out", help="Export directory to write.")],
+    groups: Annotated[str | None, typer.Option(help="Comma-separated user groups (default: all).")] = None,
+    max_budget: Annotated[str | None, typer.Option(help="Write only the units that fit, e.g. 25MB or 25MB-eq.")]
+    = None,
+    history: Annotated[bool, typer.Option(help="Store users' training items so devices can exclude them.")] = True,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+) -> None:
+    """Write device bundles: group_<g>.peelb per user group, users.peelb and index.json."""
+    from peel.budget import format_bytes
+    from peel.export import export_run
+
+    chosen = None
+    if groups is not None:
+        try:
+            chosen = [int(g) for g in groups.split(",") if g.strip()]
+        except ValueError:
+            raise PeelError(f"--groups must be comma-separated integers such as 0,2, got {groups!r}") from None
+    path = export_run(run, out, max_budget=max_budget, groups=chosen, history=history, overwrite=force)
+    index = json.loads((path / "index.json").read_text())
+    table = Table("file", "user group", "users", "units", "charged (stored)", "charged (full)", "file size",
+                  title=f"export {path}")
+    for e in index["groups"]:
+        table.add_row(e["file"], str(e["user_group"]), f"{e['users']:,}", f"{e['units_stored']}/{e['units_total']}",
+                      format_bytes(e["charged_bytes_stored"]), format_bytes(e["charged_bytes_full"]),
+                      format_bytes(e["file_bytes"]))
+    table.add_row(index["users"]["file"], "all", f"{index['n_users']:,}", "-", "-", "-",
+                  format_bytes(index["users"]["file_bytes"]))
+    console.print(table)
+
+
+@app.command("recommend")
+def recommend_command(
+    bundle_dir: Annotated[Path, typer.Argument(help="Export directory of peel export.")],
+    user: Annotated[str, typer.Option("--user", help="Raw user id, as in the dataset.")],
+    budget: Annotated[str | None, typer.Option(help="Memory budget, e.g. 5MB (default: everything stored).")]
+    = None,
+    k: Annotated[int, typer.Option("-k", help="How many items.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-k for one user with the numpy device runtime, excluding the user's training items."""
+    from peel.budget import format_bytes
+    from peel.device import recommend_for_user
+
+    result = recommend_for_user(bundle_dir, user, budget=budget, k=k)
+    if as_json:
+        _print_json(result)
+        return
+    console.print(f"user {result['user']} (user group {result['user_group']}): {format_bytes(result['bytes_used'])} "
+                  f"used of budget {result['budget']}, {result['units']} units, blocks per item group "
+                  f"{result['blocks_per_item_group']}, {result['history_excluded']} training items excluded",
+                  highlight=False)
+    table = Table("rank", "item", "score")
+    for rank, (item, score) in enumerate(zip(result["items"], result["scores"], strict=True), start=1):
+        table.add_row(str(rank), str(item), f"{score:.5f}")
+    console.print(table)
+
+
 # ---------------------------------------------------------------------- demo
 @app.command("demo")
 def demo(

@@ -15,3 +15,7 @@ class BudgetError(PeelError, ValueError):
 
 class ConfigError(PeelError, ValueError):
     """A configuration value is unknown, of the wrong type or inconsistent with another."""
+
+
+class BundleError(PeelError, ValueError):
+    """A device bundle (or its index / users file) is missing, corrupt, truncated or of another version."""

@@ -1,0 +1,124 @@
+"""Per-user Eq. 10 ranking over a loaded bundle, with an active unit prefix that shrinks and grows instantly."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from peel.budget import Budget
+from peel.errors import BudgetError, BundleError
+from peel.units import EQ10_READINGS, block_scale
+
+if TYPE_CHECKING:
+    from peel.device.bundle import BudgetLike, Bundle
+
+
+class Recommender:
+    """Top-K for one user under a budget. Made by :meth:`Bundle.for_user`.
+
+    Working memory: the bundle's loaded units (shared, never copied), one float32 score array over
+    items and a few D-sized query vectors. ``shrink`` only changes the active prefix length.
+    """
+
+    def __init__(self, bundle: Bundle, vector: np.ndarray, history: np.ndarray, eq10: str) -> None:
+        if eq10 not in EQ10_READINGS:
+            raise BundleError(f"eq10 must be one of {EQ10_READINGS}, got {eq10!r}")
+        self.bundle = bundle
+        self.eq10 = eq10
+        self.user_vector = vector
+        self.history = history                     # stored positions excluded from the ranking
+        self._slices = vector.reshape(bundle.n_blocks, bundle.block_dim)  # u^(n), methods.md §11
+        self._folded = self._slices.sum(axis=0)    # 'fold': the user vector summed to d dims
+        self._scores = np.empty(bundle.n_items, dtype=np.float32)
+        self._bounds = bundle.item_group_bounds.tolist()
+        self._set_prefix(bundle.n_units_loaded, bundle.budget)
+
+    # ------------------------------------------------------------------ budget
+    @property
+    def n_units(self) -> int:
+        """Length of the active prefix of the unit order."""
+        return self._n_units
+
+    @property
+    def kept_units(self) -> np.ndarray:
+        """(units, 2) rows (item group, block) of the active prefix."""
+        return self.bundle.unit_order[: self._n_units]
+
+    @property
+    def blocks_per_item_group(self) -> np.ndarray:
+        """|S_g|: active blocks of every item group (G_v,)."""
+        return self._kept.copy()
+
+    def shrink(self, budget: BudgetLike) -> Recommender:
+        """Keep the prefix that fits ``budget`` at once (no unit data is copied).
+
+        A budget larger than the current one grows back up to what :meth:`Bundle.open` loaded; one
+        that needs more raises BudgetError (reopen the bundle with that budget).
+        """
+        parsed = self.bundle.parse_budget(budget)
+        selection = self.bundle.selection(parsed)  # BudgetError below the minimum
+        if selection.n_kept > self.bundle.n_units_loaded:
+            raise BudgetError(f"budget {parsed} keeps {selection.n_kept} units but only "
+                              f"{self.bundle.n_units_loaded} were loaded (bundle opened at {self.bundle.budget}); "
+                              "reopen the bundle with the larger budget")
+        self._set_prefix(selection.n_kept, parsed)
+        return self
+
+    def _set_prefix(self, n_units: int, budget: Budget) -> None:
+        b = self.bundle
+        order = b.unit_order[:n_units]
+        kept_mask = np.zeros((b.n_item_groups, b.n_blocks), dtype=bool)
+        kept_mask[order[:, 0], order[:, 1]] = True
+        kept = kept_mask.sum(axis=1)
+        scale = block_scale(kept_mask).astype(np.float32)  # Eq. 10: s_max / |S_g|
+        queries = []
+        for g in range(b.n_item_groups):
+            if self.eq10 == "masked":  # concatenated user slices of the group's kept blocks, in column order
+                q = self._slices[b._slots[g][: kept[g]]].reshape(-1)
+            else:  # 'fold': the folded vector once per kept block
+                q = np.tile(self._folded, int(kept[g]))
+            queries.append(q * scale[g])
+        self._n_units, self._kept, self._queries = n_units, kept, queries
+        self.budget = budget
+        self.bytes_used = int(b.layout.unit_bytes(order).sum()) + b.layout.user_vector_bytes
+
+    # ------------------------------------------------------------------ ranking
+    def scores(self) -> np.ndarray:
+        """Eq. 10 scores of every item, in stored order (history not masked); a fresh array."""
+        return self._compute().copy()
+
+    def _compute(self) -> np.ndarray:
+        out, d = self._scores, self.bundle.block_dim
+        matrices = self.bundle._matrices
+        for g, q in enumerate(self._queries):
+            lo, hi = self._bounds[g], self._bounds[g + 1]
+            if hi > lo:  # one matrix-vector product over the group's active columns (a view, no copy)
+                np.matmul(matrices[g][:, : int(self._kept[g]) * d], q, out=out[lo:hi])
+        return out
+
+    def recommend(self, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+        """Original ids and scores of the top ``k`` items, best first, excluding the history.
+
+        Ties are broken by stored position. Fewer than ``k`` come back when fewer items are left.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise BundleError(f"k must be a positive integer, got {k!r}")
+        scores = self._compute()
+        scores[self.history] = -np.inf
+        n = len(scores)
+        k = min(int(k), n - len(self.history))
+        if k <= 0:
+            return self.bundle.item_ids.at(np.zeros(0, dtype=np.int64)), np.zeros(0, dtype=np.float32)
+        top = np.argpartition(scores, n - k)[n - k:]
+        top = top[np.lexsort((top, -scores[top]))]
+        return self.bundle.item_ids.at(top), scores[top].copy()
+
+    def __repr__(self) -> str:
+        return (f"Recommender({self._n_units} units, {self.bytes_used:,} bytes used of {self.budget}, "
+                f"eq10={self.eq10})")
+
+    def describe(self) -> dict[str, Any]:
+        return {"budget_bytes": self.budget.bytes, "budget": self.budget.label or str(self.budget.bytes),
+                "bytes_used": self.bytes_used, "units": self._n_units,
+                "blocks_per_item_group": self._kept.tolist(), "eq10": self.eq10}

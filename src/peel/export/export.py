@@ -1,0 +1,122 @@
+"""Export a trained run to device bundles: group_<g>.peelb per user group, users.peelb and index.json.
+
+Each bundle holds its user group's units in importance order (methods.md §9) with the blocks the
+device scores with (``device.blocks``: BatchNorm + tanh folded in by default). With ``max_budget`` only
+the prefix of units that fits it is written. The directory is built aside and renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import peel
+from peel._io import atomic_directory, write_json_atomic
+from peel.budget import BYTES_PER_FLOAT, Budget, parse_budget
+from peel.data.interactions import Interactions
+from peel.device.directory import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, USERS_NAME, group_file
+from peel.device.writer import write_items_bundle, write_users_file
+from peel.errors import PeelError
+from peel.run import TrainedRun
+from peel.units import select
+
+
+def export_run(run: str | os.PathLike[str] | TrainedRun, out_dir: str | os.PathLike[str], *,
+               max_budget: Budget | str | int | None = None, groups: list[int] | None = None,
+               history: bool = True, data: Interactions | None = None, overwrite: bool = False) -> Path:
+    """Write the export directory ``out_dir`` of a finished run and return its path.
+
+    ``run``: a run directory or a loaded :class:`TrainedRun` (e.g. with device options overridden);
+    ``max_budget``: keep only the unit prefix that fits it (BudgetError below a group's minimum);
+    ``groups``: user groups to write (default all; users.peelb always lists every user);
+    ``history``: store every user's training items so a device can exclude them;
+    ``data``: the run's dataset if already loaded (else reloaded from the run's data.json).
+    """
+    run = run if isinstance(run, TrainedRun) else TrainedRun.load(run)
+    data = data if data is not None else _load_data(run.path)
+    _check_data(run, data)
+    n_groups = len(run.groups)
+    chosen = list(range(n_groups)) if groups is None else _check_groups(groups, n_groups)
+    budget = _parse_max_budget(max_budget, run, data)
+    out = Path(out_dir)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        entries = [_write_group(run, data, g, tmp, budget) for g in chosen]
+        train = data.csr("train")
+        users_bytes = write_users_file(
+            tmp / USERS_NAME, user_vectors=run.user_vectors(), user_group=run.user_group, n_items=data.n_items,
+            user_ids=data.user_ids, n_user_groups=n_groups, history=(train.indptr, train.indices) if history else None,
+            metadata=_metadata(run, data, None))
+        write_json_atomic(tmp / INDEX_NAME, _index(run, data, budget, entries, users_bytes, history))
+    return out
+
+
+def _load_data(path: Path) -> Interactions:
+    from peel.training.pipeline import load_data_source
+
+    info = path / "data.json"
+    if not info.exists():
+        raise PeelError(f"{path} has no data.json: pass the dataset to export_run(data=...)")
+    return load_data_source(json.loads(info.read_text()))
+
+
+def _check_data(run: TrainedRun, data: Interactions) -> None:
+    if (data.n_items, data.n_users) != (len(run.item_group), len(run.user_group)):
+        raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run "
+                        f"{run.path} was trained on {len(run.user_group)} users and {len(run.item_group)} items")
+
+
+def _check_groups(groups: list[int], n_groups: int) -> list[int]:
+    bad = [g for g in groups if not isinstance(g, int | np.integer) or not 0 <= g < n_groups]
+    if bad or not groups:
+        raise PeelError(f"groups must be user groups in [0, {n_groups}), got {list(groups)}")
+    return sorted({int(g) for g in groups})
+
+
+def _parse_max_budget(max_budget: Budget | str | int | None, run: TrainedRun, data: Interactions) -> Budget | None:
+    if max_budget is None:
+        return None
+    dim = run.config.model.n_blocks * run.config.model.block_dim
+    return parse_budget(max_budget, full_table_bytes=data.n_items * dim * BYTES_PER_FLOAT, n_items=data.n_items,
+                        reference=data.name or None)
+
+
+def _metadata(run: TrainedRun, data: Interactions, group: int | None) -> dict[str, Any]:
+    return {"run": str(run.path), "user_group": group, "dataset": data.name,
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+            "blocks": run.config.device.blocks, "user_vector": run.config.device.user_vector,
+            "peel_version": peel.__version__}
+
+
+def _write_group(run: TrainedRun, data: Interactions, group: int, out: Path, budget: Budget | None) -> dict[str, Any]:
+    layout = run.layout
+    order = run.unit_order(group)
+    full = layout.full_bytes()
+    stored = order if budget is None else order[: select(order, layout, budget.bytes).n_kept]
+    size = write_items_bundle(out / group_file(group), blocks=run.blocks(group), item_group=run.item_group,
+                              unit_order=stored, item_ids=data.item_ids, eq10=run.config.device.eq10,
+                              n_item_groups=len(layout.item_group_sizes), metadata=_metadata(run, data, group))
+    units = int(layout.unit_bytes(stored).sum())
+    return {"user_group": group, "file": group_file(group), "users": int(len(run.groups[group].users)),
+            "units_stored": len(stored), "units_total": len(order),
+            "minimum_bytes": layout.minimum_bytes(order), "charged_bytes_full": full,
+            "charged_bytes_stored": units + layout.user_vector_bytes,
+            "file_bytes": size, "overhead_bytes": size - units}
+
+
+def _index(run: TrainedRun, data: Interactions, budget: Budget | None, entries: list[dict[str, Any]],
+           users_bytes: int, history: bool) -> dict[str, Any]:
+    m = run.config.model
+    return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "run": str(run.path), "dataset": data.name,
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+            "eq10": run.config.device.eq10, "blocks": run.config.device.blocks,
+            "n_users": data.n_users, "n_items": data.n_items, "n_user_groups": len(run.groups),
+            "n_item_groups": len(run.layout.item_group_sizes), "n_blocks": m.n_blocks, "block_dim": m.block_dim,
+            "max_budget": None if budget is None else {"bytes": budget.bytes, "label": budget.label},
+            "users": {"file": USERS_NAME, "file_bytes": users_bytes, "history": history},
+            "groups": entries,
+            "total_file_bytes": users_bytes + sum(e["file_bytes"] for e in entries)}
