@@ -5,6 +5,11 @@ paper-equivalent budgets for PEEL, its ablations and full-size LightGCN.
     python benchmarks/pipeline.py --run runs/amazon --config benchmarks/amazon.toml --train \
         --ablations lightgcn,single_user_group,random_selection,random_item_groups,no_diversity
 
+Stage-b variants (``--variants scorer_dot,first_order``) are trained into RUN/variants/NAME on the main
+run's stage a and compared on validation NDCG@50; ``--batch-check EPOCHS`` pretrains at batch 4096 with
+the default learning rate for EPOCHS epochs (RUN/batch_check) and compares validation Recall@50 on the
+same validation sample at equal triples (equal epochs) with the main run's larger batch.
+
 Everything is resumable: rerun the same command after a kill. Results go to
 benchmarks/results/pipeline_<dataset>.{json,md}; what is not trained yet is reported as missing.
 """
@@ -25,6 +30,8 @@ from peel.run import TrainedRun, evaluate_run
 from peel.training.pipeline import ABLATIONS, train
 
 BUDGETS = "5MB,10MB,25MB"
+VARIANTS = {"scorer_dot": ["finetune.scorer=dot"], "first_order": ["finetune.bilevel=first_order"]}
+BATCH_CHECK = ["pretrain.batch_size=4096", "pretrain.lr=0.001"]
 SWEEP = {"device.eq10": ["masked", "fold"], "device.blocks": ["transformed", "raw", "pretrained"],
          "device.user_vector": ["finetuned", "pretrained"]}
 
@@ -47,6 +54,50 @@ def device_sweep(run_dir: Path, data: Any, budget_text: str, reference: str | No
                          "valid_recall@50": metrics["recall@50"]})
             print(f"sweep {key}={value}: valid ndcg@50 {metrics['ndcg@50']:.5f}", flush=True)
     return rows
+
+
+def validation_rows(run_dir: Path, data: Any, reference: str | None) -> list[dict[str, Any]]:
+    """Validation Recall/NDCG@50 of a run at the three paper-equivalent budgets."""
+    from peel.evaluation.report import resolve_budgets
+
+    run = TrainedRun.load(run_dir)
+    budgets = resolve_budgets(BUDGETS, n_items=data.n_items, dim=run.config.model.dim, name=data.name,
+                              paper_equivalent=True, reference=reference)
+    return [{"budget": m["budget"], "valid_ndcg@50": m["ndcg@50"], "valid_recall@50": m["recall@50"]}
+            for m in evaluate_run(run, data, budgets, split="valid", ks=(50,))]
+
+
+def variant_report(run_dir: Path, names: list[str], data: Any, reference: str | None) -> dict[str, Any]:
+    """The main run and each stage-b variant on validation, with their stage-b seconds."""
+    out: dict[str, Any] = {}
+    for name, path in [("default", run_dir), *[(n, run_dir / "variants" / n) for n in names]]:
+        if not (path / "summary.json").exists() or not (path / "finetune").exists():
+            out[name] = {"error": "not trained"}
+            continue
+        seconds = json.loads((path / "summary.json").read_text()).get("seconds", {})
+        out[name] = {"overrides": VARIANTS.get(name, []), "finetune_seconds": seconds.get("finetune"),
+                     "rows": validation_rows(path, data, reference)}
+        print(f"variant {name}: " + ", ".join(f"{r['budget']} {r['valid_ndcg@50']:.5f}" for r in out[name]["rows"]),
+              flush=True)
+    return out
+
+
+def batch_report(run_dir: Path) -> dict[str, Any] | None:
+    """Validation Recall@50 (fixed user sample) per evaluated epoch: main run vs batch 4096."""
+    check = run_dir / "batch_check" / "pretrain" / "result.json"
+    main = run_dir / "pretrain" / "result.json"
+    if not check.exists() or not main.exists():
+        return None
+    histories = {name: json.loads(p.read_text())["history"] for name, p in (("main", main), ("batch4096", check))}
+    configs = {name: json.loads((p.parent.parent / "config.json").read_text())["pretrain"]
+               for name, p in (("main", main), ("batch4096", check))}
+    scores = {name: {h["epoch"]: h["score"] for h in hist if h.get("score") is not None}
+              for name, hist in histories.items()}
+    epochs = sorted(set(scores["main"]) & set(scores["batch4096"]))
+    seconds = {name: sorted(h["seconds"] for h in hist)[len(hist) // 2] for name, hist in histories.items()}
+    return {"configs": {k: {"batch_size": v["batch_size"], "lr": v["lr"]} for k, v in configs.items()},
+            "seconds_per_epoch_median": seconds,
+            "rows": [{"epoch": e, "main": scores["main"][e], "batch4096": scores["batch4096"][e]} for e in epochs]}
 
 
 def stage_times(run_dir: Path) -> dict[str, Any]:
@@ -86,6 +137,24 @@ def markdown(payload: dict[str, Any]) -> str:
         else:
             lines.append(f"| {r['method']} | {r['budget']} | {r['bytes_used']:,} | {r['recall@50']:.5f} | "
                          f"{r['ndcg@50']:.5f} | {r['ndcg_legacy@50']:.5f} |")
+    if payload.get("variants"):
+        lines += ["", "### Stage-b variants (validation NDCG@50, one factor at a time)", "",
+                  "| variant | overrides | stage b (s) | " + " | ".join(BUDGETS.split(",")) + " |",
+                  "|---|---|---|" + "---|" * len(BUDGETS.split(","))]
+        for name, v in payload["variants"].items():
+            if "error" in v:
+                lines.append(f"| {name} | | {v['error']} |")
+                continue
+            cells = " | ".join(f"{r['valid_ndcg@50']:.5f}" for r in v["rows"])
+            lines.append(f"| {name} | {' '.join(v['overrides']) or '-'} | {v['finetune_seconds'] or 0:.0f} | {cells} |")
+    batch = payload.get("batch_check")
+    if batch:
+        c, sec = batch["configs"], batch["seconds_per_epoch_median"]
+        lines += ["", "### Pretraining batch size at equal triples (validation Recall@50, fixed user sample)", "",
+                  f"main: batch {c['main']['batch_size']}, lr {c['main']['lr']}, {sec['main']:.1f} s/epoch; "
+                  f"check: batch {c['batch4096']['batch_size']}, lr {c['batch4096']['lr']}, "
+                  f"{sec['batch4096']:.1f} s/epoch.", "", "| epoch | main | batch 4096 |", "|---|---|---|"]
+        lines += [f"| {r['epoch']} | {r['main']:.5f} | {r['batch4096']:.5f} |" for r in batch["rows"]]
     return "\n".join(lines)
 
 
@@ -96,19 +165,37 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--train", action="store_true", help="train / resume the main run and the ablations first")
     parser.add_argument("--ablations", default="", help=f"comma-separated subset of {', '.join(ABLATIONS)}")
+    parser.add_argument("--variants", default="", help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    parser.add_argument("--batch-check", type=int, default=0, metavar="EPOCHS",
+                        help="pretrain at batch 4096 for EPOCHS epochs and compare at equal triples")
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--reference", default=None, help="paper dataset for budgets (default: from the name)")
     args = parser.parse_args()
 
     data = load(args.data)
     ablations = [a for a in args.ablations.split(",") if a]
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     if args.train:
         config = config_from_sources(args.config)
         train(data, args.run, config, data_path=args.data, resume=True, progress=False)
         for name in ablations:
             train(data, args.run, config, data_path=args.data, resume=True, progress=False, ablation=name)
+        for name in variants:
+            train(data, args.run / "variants" / name, config.with_overrides(VARIANTS[name]), data_path=args.data,
+                  resume=True, progress=False, stage_a_from=args.run)
+        if args.batch_check:
+            check = config.with_overrides([*BATCH_CHECK, f"pretrain.max_epochs={args.batch_check}",
+                                           "pretrain.patience=1000"])
+            train(data, args.run / "batch_check", check, data_path=args.data, resume=True, progress=False,
+                  stop_after="pretrain")
     payload: dict[str, Any] = {"dataset": data.name, "run": str(args.run), "times": stage_times(args.run),
                                "ablation_times": {a: stage_times(args.run / "ablations" / a) for a in ablations}}
+    if variants:
+        payload["variants"] = variant_report(args.run, variants, data, args.reference)
+    payload["batch_check"] = batch_report(args.run)
     if not args.no_sweep:
         payload["sweep"] = device_sweep(args.run, data, BUDGETS, args.reference)
     payload["rows"] = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference,

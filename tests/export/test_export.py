@@ -160,3 +160,21 @@ def test_cli_export_and_recommend(tiny_run, tmp_path, monkeypatch, capsys) -> No
     assert info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "unknown user 'nobody-here'" in lines[0]
+
+
+def test_item_group_matrices_are_read_only_views_of_the_loaded_units(exported, tiny_run) -> None:
+    run = TrainedRun.load(tiny_run)
+    _, middle, _ = budget_grid(run)
+    bundle = ExportIndex.open(exported).bundle(0, budget=middle)
+    matrices = bundle.item_group_matrices
+    assert len(matrices) == bundle.n_item_groups
+    assert sum(m.nbytes for m in matrices) + bundle.layout.user_vector_bytes == bundle.bytes_loaded
+    for m in matrices:
+        assert not m.flags.writeable
+        with pytest.raises(ValueError):
+            m[...] = 0
+    for i in range(bundle.n_units_loaded):  # every unit sits in its item group's matrix, in unit order
+        g = int(bundle.unit_order[i, 0])
+        column = int(np.count_nonzero(bundle.unit_order[:i, 0] == g))
+        d = bundle.block_dim
+        np.testing.assert_array_equal(matrices[g][:, column * d: (column + 1) * d], bundle.unit(i))

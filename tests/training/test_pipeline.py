@@ -108,3 +108,18 @@ def test_cli_refuses_bad_config_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert "embedding_dim = 100 must equal" in proc.stderr and "Traceback" not in proc.stderr
     assert np.all([not (tmp_path / "r" / "finetune").exists()])
+
+
+def test_stage_a_from_shares_pretraining_only_when_it_matches(trained, small_data, small_config, tmp_path):
+    variant = tmp_path / "dot"
+    train(small_data, variant, small_config.with_overrides(["finetune.scorer=dot"]), progress=False,
+          stage_a_from=trained)
+    shared = variant / "pretrain" / "embeddings.npz"
+    assert shared.stat().st_ino == (trained / "pretrain" / "embeddings.npz").stat().st_ino
+    assert "pretrain" not in json.loads((variant / "summary.json").read_text())["seconds"]
+    assert TrainedRun.load(variant).config.finetune.scorer == "dot"
+
+    other = tmp_path / "other"  # a different pretraining config trains its own stage a
+    train(small_data, other, small_config.with_overrides(["pretrain.max_epochs=1"]), progress=False,
+          stage_a_from=trained, stop_after="pretrain")
+    assert (other / "pretrain" / "embeddings.npz").stat().st_ino != shared.stat().st_ino

@@ -8,6 +8,7 @@ one matrix-vector product over a column prefix (a strided view, never a copy).
 
 from __future__ import annotations
 
+import mmap
 import os
 import zlib
 from dataclasses import dataclass
@@ -203,6 +204,16 @@ class Bundle:
         """Size of the whole bundle file as declared by its header (headers and id arrays included)."""
         return self.header.file_bytes
 
+    @property
+    def item_group_matrices(self) -> tuple[np.ndarray, ...]:
+        """Per item group, the loaded columns as a read-only (|V_g|, L_g * d) view, blocks in unit order."""
+        views = []
+        for m in self._matrices:
+            view = m.view()
+            view.flags.writeable = False
+            views.append(view)
+        return tuple(views)
+
     def unit(self, i: int) -> np.ndarray:
         """Loaded unit ``i`` (in unit order) as a (|V_g|, d) view: block n of group g's items, stored order."""
         if not 0 <= i < self.n_units_loaded:
@@ -277,6 +288,18 @@ def _check_permutation(item_order: np.ndarray, n: int, where: str) -> np.ndarray
     return item_order
 
 
+def unit_buffer(n_floats: int) -> np.ndarray:
+    """A float32 buffer in its own anonymous mapping, so closing a bundle returns its memory to the OS.
+
+    A malloc'd buffer of this size can stay in the allocator's heap after it is freed (glibc raises its
+    mmap threshold after the first large free): a device that reopens at a smaller budget would not
+    get the memory back.
+    """
+    if n_floats == 0:
+        return np.empty(0, dtype=np.float32)
+    return np.frombuffer(mmap.mmap(-1, n_floats * BYTES_PER_FLOAT), dtype=np.float32)
+
+
 def _read_units(fh: BinaryIO, header: Header, n_keep: int, where: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Read units 0..n_keep-1 sequentially into one buffer laid out per item group (checksums verified)."""
     d, g_v = header.dims["block_dim"], header.dims["n_item_groups"]
@@ -287,7 +310,7 @@ def _read_units(fh: BinaryIO, header: Header, n_keep: int, where: str) -> tuple[
         slots[u.item_group].append(u.block)
     counts = np.array([len(s) for s in slots], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes * counts * d)])
-    buffer = np.empty(int(starts[-1]), dtype=np.float32)
+    buffer = unit_buffer(int(starts[-1]))
     matrices = [buffer[starts[g]: starts[g + 1]].reshape(sizes[g], counts[g] * d) for g in range(g_v)]
     staging = np.empty(max((u.nbytes for u in units), default=0) // 4, dtype=DTYPES["F32"])
     filled = np.zeros(g_v, dtype=np.int64)

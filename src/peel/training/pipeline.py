@@ -76,11 +76,13 @@ def load_data_source(info: dict[str, Any]) -> Interactions:
 
 def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path: str | Path | None = None,
           resume: bool = False, progress: bool = True, ablation: str | None = None,
-          stop_after: str | None = None) -> dict[str, Any]:
+          stop_after: str | None = None, stage_a_from: str | Path | None = None) -> dict[str, Any]:
     """Run (or resume) the whole pipeline into ``out``; returns the summary written to summary.json.
 
     With ``ablation``, the run goes to ``out/ablations/<name>`` with the ablation's config, reusing
     the main run's stage a when the ablation does not change it. ``stop_after='pretrain'`` stops there.
+    ``stage_a_from``: a finished run (or a folder of runs with an ``ablations/`` beside) whose stage a
+    is reused (hard-linked) when its model, pretraining config and seed equal this one's.
     """
     out = Path(out)
     if ablation is not None:
@@ -90,6 +92,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         _share_pretraining(parent, out, config)
         if ablation == "lightgcn":
             stop_after = "pretrain"
+    elif stage_a_from is not None:
+        _share_pretraining(Path(stage_a_from), out, config)
     _prepare_run_dir(out, config, resume=resume)
     validate_for_data(config, n_users=data.n_users, n_items=data.n_items)
     source = data_source(data, data_path)
