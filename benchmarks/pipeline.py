@@ -129,6 +129,8 @@ def markdown(payload: dict[str, Any]) -> str:
             mark = " (default)" if r["default"] else ""
             lines.append(f"| {r['option']} | {r['value']}{mark} | {r['valid_ndcg@50']:.5f} | "
                          f"{r['valid_recall@50']:.5f} |")
+    if payload.get("plot"):
+        lines += ["", f"![Recall and NDCG@50 against the budget]({payload['plot']})"]
     lines += ["", "### Test split, paper-equivalent budgets", "",
               "| method | budget | bytes used | Recall@50 | NDCG@50 | NDCG@50 (legacy) |", "|---|---|---|---|---|---|"]
     for r in payload["rows"]:
@@ -156,6 +158,20 @@ def markdown(payload: dict[str, Any]) -> str:
                   f"{sec['batch4096']:.1f} s/epoch.", "", "| epoch | main | batch 4096 |", "|---|---|---|"]
         lines += [f"| {r['epoch']} | {r['main']:.5f} | {r['batch4096']:.5f} |" for r in batch["rows"]]
     return "\n".join(lines)
+
+
+def plot_budget_curves(rows: list[dict[str, Any]], name: str) -> str | None:
+    """Test Recall/NDCG@50 against the budget as a PNG beside the results (None without matplotlib)."""
+    from peel.bench import RESULTS_DIR
+    from peel.bench.plots import budget_curves
+    from peel.errors import PeelError
+
+    try:
+        path = budget_curves(rows, RESULTS_DIR / f"pipeline_{name}.png", title=f"{name}: test split")
+    except PeelError as exc:
+        print(f"no plot: {exc}")
+        return None
+    return path.name
 
 
 def main() -> None:
@@ -200,6 +216,7 @@ def main() -> None:
         payload["sweep"] = device_sweep(args.run, data, BUDGETS, args.reference)
     payload["rows"] = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference,
                                     split="test", ablations=True, ks=(20, 50))
+    payload["plot"] = plot_budget_curves(payload["rows"], data.name)
     path = write_result(f"pipeline_{data.name}", payload, markdown(payload))
     print(markdown(payload))
     print(f"wrote {path}")

@@ -1,0 +1,56 @@
+"""Plots of benchmark results (extra ``plot``): quality against memory budget, as in the paper's Figs. 3-4."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from peel._io import atomic_path
+from peel.errors import PeelError
+
+
+def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
+                  metrics: Sequence[str] = ("recall@50", "ndcg@50"), title: str | None = None) -> Path:
+    """One panel per metric: the metric against the budget (MB) for every method.
+
+    ``rows`` are the budget-table rows of :func:`peel.evaluation.report.evaluate_runs` (method, budget_bytes,
+    metrics); rows with an ``error`` are left out, and a method measured only at full size (no
+    ``budget_bytes``) is drawn as a dashed horizontal line. Written atomically as PNG; returns the path.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PeelError("plots need matplotlib: pip install 'peel[plot]'") from None
+    usable = [r for r in rows if "error" not in r]
+    if not usable:
+        raise PeelError("no rows to plot: every row is an error or the table is empty")
+    methods = list(dict.fromkeys(r["method"] for r in usable))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, method in enumerate(methods):
+            mine = [r for r in usable if r["method"] == method and metric in r]
+            curve = sorted((r["budget_bytes"] / 1e6, r[metric]) for r in mine if "budget_bytes" in r)
+            color = f"C{i % 10}"
+            if curve:
+                xs, ys = zip(*curve, strict=True)
+                ax.plot(xs, ys, marker="o", label=method, color=color)
+            for r in mine:
+                if "budget_bytes" not in r:
+                    ax.axhline(r[metric], linestyle="--", color=color, label=f"{method} ({r.get('budget', 'full')})")
+        ax.set_xlabel("memory budget (MB)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
