@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -17,10 +19,12 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     a = sp.diags(inv_sqrt) @ a @ sp.diags(inv_sqrt)
     a = sp.csr_matrix(a, dtype=np.float32)
     a.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(a.indptr.astype(np.int64)), torch.from_numpy(a.indices.astype(np.int64)),
-        torch.from_numpy(a.data), size=a.shape, check_invariants=False,
-    )
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the ops used here are stable
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(a.indptr.astype(np.int64)), torch.from_numpy(a.indices.astype(np.int64)),
+            torch.from_numpy(a.data), size=a.shape, check_invariants=False,
+        )
 
 
 class SymmetricSparseMatmul(torch.autograd.Function):
