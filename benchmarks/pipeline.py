@@ -32,7 +32,8 @@ from peel.training.pipeline import ABLATIONS, train
 BUDGETS = "5MB,10MB,25MB"
 VARIANTS = {"scorer_dot": ["finetune.scorer=dot"], "first_order": ["finetune.bilevel=first_order"]}
 BATCH_CHECK = ["pretrain.batch_size=4096", "pretrain.lr=0.001"]
-SWEEP = {"device.eq10": ["masked", "fold"], "device.blocks": ["transformed", "raw", "pretrained"],
+SWEEP = {"device.eq10": ["masked", "fold"], "device.eq10_scale": ["sqrt", "paper", "none"],
+         "device.blocks": ["transformed", "raw", "pretrained"],
          "device.user_vector": ["finetuned", "pretrained"]}
 
 
@@ -216,6 +217,9 @@ def main() -> None:
         payload["sweep"] = device_sweep(args.run, data, BUDGETS, args.reference)
     payload["rows"] = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference,
                                     split="test", ablations=True, ks=(20, 50))
+    paper = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference, split="test",
+                          ks=(20, 50), overrides=["device.eq10_scale=paper"])
+    payload["rows"][len(paper):len(paper)] = [{**r, "method": "PEEL, Eq. 10 normalizer as in the paper"} for r in paper]
     payload["plot"] = plot_budget_curves(payload["rows"], data.name)
     path = write_result(f"pipeline_{data.name}", payload, markdown(payload))
     print(markdown(payload))

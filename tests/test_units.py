@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peel.errors import BudgetError
+from peel.errors import BudgetError, ConfigError
 from peel.units import (
     UnitLayout,
     block_scale,
@@ -135,3 +135,9 @@ def test_eq10_masked_with_every_block_is_the_dot_product():
 def test_block_scale():
     kept = np.array([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=bool)
     np.testing.assert_allclose(block_scale(kept), [1.0, 3.0])
+    np.testing.assert_allclose(block_scale(kept, "paper"), [1.0, 3.0])
+    np.testing.assert_allclose(block_scale(kept, "sqrt"), [1.0, np.sqrt(3.0)])
+    np.testing.assert_allclose(block_scale(kept, "none"), [1.0, 1.0])
+    np.testing.assert_allclose(block_scale(np.array([[1, 1], [0, 0]], dtype=bool), "sqrt"), [1.0, 0.0])
+    with pytest.raises(ConfigError, match="eq10 scale"):
+        block_scale(kept, "cube")

@@ -70,6 +70,7 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class DeviceConfig:
     eq10: str = "masked"                 # "masked" or "fold" (methods.md §11)
+    eq10_scale: str = "sqrt"             # "sqrt", "paper" (s_max/|S_g|) or "none": see peel.units.EQ10_SCALES
     blocks: str = "transformed"          # "transformed" (BatchNorm + tanh folded in), "raw" or "pretrained"
     user_vector: str = "finetuned"       # "finetuned" or "pretrained"
     block_selection: str = "weights"     # "weights" or "random" (ablation)
@@ -182,6 +183,7 @@ _CHOICES = {
     ("finetune", "bilevel"): ("second_order", "first_order"),
     ("finetune", "scorer"): ("mlp", "dot"),
     ("device", "eq10"): ("masked", "fold"),
+    ("device", "eq10_scale"): ("sqrt", "paper", "none"),
     ("device", "blocks"): ("transformed", "raw", "pretrained"),
     ("device", "user_vector"): ("finetuned", "pretrained"),
     ("device", "block_selection"): ("weights", "random"),

@@ -94,14 +94,14 @@ class BudgetScorer:
     """Eq. 10 scores under a budget: each user scored with their user group's kept units."""
 
     def __init__(self, run: TrainedRun, budget: Budget) -> None:
-        reading = run.config.device.eq10
+        reading, scale = run.config.device.eq10, run.config.device.eq10_scale
         n_blocks = run.config.model.n_blocks
         self.user_group = run.user_group
         self.queries = torch.from_numpy(user_query(run.user_vectors(), n_blocks, reading))
         self.selections = [run.selection(g, budget) for g in range(len(run.groups))]
         g_v = len(run.layout.item_group_sizes)
         self.items = [torch.from_numpy(effective_items(run.blocks(g), run.item_group,
-                                                       s.kept_mask(g_v, n_blocks), reading))
+                                                       s.kept_mask(g_v, n_blocks), reading, scale))
                       for g, s in enumerate(self.selections)]
 
     def __call__(self, users: np.ndarray) -> torch.Tensor:

@@ -16,6 +16,10 @@ from peel.errors import BudgetError, ConfigError
 
 BYTES_PER_FLOAT = 4
 EQ10_READINGS = ("masked", "fold")
+# Eq. 10 normalizer of an item group with |S_g| kept blocks: the paper's s_max/|S_g| equalizes the expected
+# score; "sqrt" (sqrt(s_max/|S_g|)) equalizes its spread, so items with few kept blocks do not flood the
+# top-K with amplified noise; "none" leaves partial dot products as they are (methods.md §11, ERRATA issue 3).
+EQ10_SCALES = ("sqrt", "paper", "none")
 
 
 def unit_order(importance_weights: np.ndarray) -> np.ndarray:
@@ -111,24 +115,33 @@ def select(order: np.ndarray, layout: UnitLayout, budget_bytes: int) -> Selectio
 
 
 # ---------------------------------------------------------------------- Eq. 10
-def block_scale(kept_mask: np.ndarray) -> np.ndarray:
-    """s_max / |S_g| per item group (Eq. 10's normaliser); 0 for a group with no kept block."""
+def block_scale(kept_mask: np.ndarray, scale: str = "paper") -> np.ndarray:
+    """Eq. 10's normalizer per item group: s_max / |S_g| ('paper'), its square root ('sqrt') or 1
+    ('none'); 0 for a group with no kept block."""
+    if scale not in EQ10_SCALES:
+        raise ConfigError(f"eq10 scale must be one of {EQ10_SCALES}, got {scale!r}")
     counts = kept_mask.sum(axis=1).astype(np.float64)
-    return np.divide(counts.max(), counts, out=np.zeros_like(counts), where=counts > 0)
+    ratio = np.divide(counts.max(), counts, out=np.zeros_like(counts), where=counts > 0)
+    if scale == "sqrt":
+        return np.sqrt(ratio)
+    if scale == "none":
+        return (counts > 0).astype(np.float64)
+    return ratio
 
 
-def effective_items(blocks: np.ndarray, item_group: np.ndarray, kept_mask: np.ndarray, reading: str) -> np.ndarray:
+def effective_items(blocks: np.ndarray, item_group: np.ndarray, kept_mask: np.ndarray, reading: str,
+                    scale: str = "paper") -> np.ndarray:
     """Item matrix such that Eq. 10 is ``query(user) @ effective.T``.
 
     ``blocks``: (items, N, d) block vectors; ``item_group``: item group of every item;
     ``kept_mask``: (G_v, N) kept units. 'masked' gives (items, N*d) with dropped blocks zeroed;
-    'fold' gives (items, d), the sum of kept blocks; both scaled by s_max / |S_g|.
+    'fold' gives (items, d), the sum of kept blocks; both scaled by :func:`block_scale` (``scale``).
     """
     if reading not in EQ10_READINGS:
         raise ConfigError(f"eq10 reading must be one of {EQ10_READINGS}, got {reading!r}")
-    scale = block_scale(kept_mask)[item_group].astype(blocks.dtype)
+    factor = block_scale(kept_mask, scale)[item_group].astype(blocks.dtype)
     mask = kept_mask[item_group].astype(blocks.dtype)  # (items, N)
-    weighted = blocks * (mask * scale[:, None])[:, :, None]
+    weighted = blocks * (mask * factor[:, None])[:, :, None]
     if reading == "masked":
         return weighted.reshape(len(blocks), -1)
     return weighted.sum(axis=1)

@@ -37,7 +37,8 @@ class Made:
 
 
 def make_bundle(path: Path, *, n_items: int = 30, g_v: int = 3, n_blocks: int = 4, d: int = 2, seed: int = 0,
-                string_ids: bool = False, eq10: str = "masked", prefix: int | None = None) -> Made:
+                string_ids: bool = False, eq10: str = "masked", prefix: int | None = None,
+                eq10_scale: str = "sqrt") -> Made:
     rng = np.random.default_rng(seed)
     blocks = rng.standard_normal((n_items, n_blocks, d)).astype(np.float32)
     item_group = np.sort(np.arange(n_items) % g_v)
@@ -48,7 +49,7 @@ def make_bundle(path: Path, *, n_items: int = 30, g_v: int = 3, n_blocks: int = 
     ids = np.array([f"item-{j}-é" for j in range(n_items)], dtype=object) if string_ids \
         else rng.permutation(n_items).astype(np.int64) * 7 + 1000
     write_items_bundle(path, blocks=blocks, item_group=item_group, unit_order=order, item_ids=ids, eq10=eq10,
-                       n_item_groups=g_v, metadata={"dataset": "unit-test"})
+                       eq10_scale=eq10_scale, n_item_groups=g_v, metadata={"dataset": "unit-test"})
     return Made(path, blocks, item_group, order, ids)
 
 

@@ -17,24 +17,25 @@ from peel.device import BudgetError, Bundle, BundleError, Users, write_users_fil
 from peel.units import effective_items, select, user_query
 
 
-def server_scores(made: Any, user: np.ndarray, budget: int, reading: str) -> np.ndarray:
+def server_scores(made: Any, user: np.ndarray, budget: int, reading: str, scale: str = "sqrt") -> np.ndarray:
     """Eq. 10 with peel.units (what the server evaluates), by stored position."""
     g_v, n_blocks = made.layout.item_group_sizes.size, made.blocks.shape[1]
     mask = select(made.order, made.layout, budget).kept_mask(g_v, n_blocks)
-    items = effective_items(made.blocks, made.item_group, mask, reading)
+    items = effective_items(made.blocks, made.item_group, mask, reading, scale)
     return (user_query(user[None], n_blocks, reading) @ items.T)[0][made.item_order]
 
 
+@pytest.mark.parametrize("scale", ["sqrt", "paper", "none"])
 @pytest.mark.parametrize("reading", ["masked", "fold"])
-def test_eq10_equals_peel_units_at_every_budget(make: Any, tmp_path: Path, reading: str) -> None:
-    made = make(tmp_path / "b.peelb", n_items=41, g_v=4, n_blocks=5, d=3, seed=9, eq10=reading)
+def test_eq10_equals_peel_units_at_every_budget(make: Any, tmp_path: Path, reading: str, scale: str) -> None:
+    made = make(tmp_path / "b.peelb", n_items=41, g_v=4, n_blocks=5, d=3, seed=9, eq10=reading, eq10_scale=scale)
     layout = made.layout
     user = np.random.default_rng(0).standard_normal(15).astype(np.float32)
     costs = np.cumsum(layout.unit_bytes(made.order)) + layout.user_vector_bytes
     for budget in [*costs[3:].tolist(), costs[-1] + 100, int(costs[5]) + 7]:  # exact fits and in-between
         rec = Bundle.open(made.path, budget=int(budget)).for_user(user)
-        assert rec.eq10 == reading
-        np.testing.assert_allclose(rec.scores(), server_scores(made, user, int(budget), reading), rtol=1e-5,
+        assert rec.eq10 == reading and rec.eq10_scale == scale
+        np.testing.assert_allclose(rec.scores(), server_scores(made, user, int(budget), reading, scale), rtol=1e-5,
                                    atol=1e-6)
 
 
@@ -197,3 +198,27 @@ def test_import_does_not_load_torch() -> None:
     code = "import sys, peel.device; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_bundle_without_eq10_scale_uses_the_papers_normalizer(make: Any, tmp_path: Path, monkeypatch) -> None:
+    import peel.device.writer as writer
+
+    original = writer.write_container
+
+    def without_scale(*args: Any, extra: dict[str, Any], **kwargs: Any) -> int:
+        return original(*args, extra={k: v for k, v in extra.items() if k != "eq10_scale"}, **kwargs)
+
+    monkeypatch.setattr(writer, "write_container", without_scale)
+    made = make(tmp_path / "old.peelb", n_items=20, g_v=2, n_blocks=3, d=2, seed=4)
+    assert b"eq10_scale" not in made.path.read_bytes()
+    layout = made.layout
+    budget = int(layout.minimum_bytes(made.order)) + int(layout.unit_bytes(made.order[2:3]).sum())
+    rec = Bundle.open(made.path, budget=budget).for_user(np.ones(6, dtype=np.float32))
+    assert rec.eq10_scale == "paper"
+    np.testing.assert_allclose(rec.scores(), server_scores(made, np.ones(6), budget, "masked", "paper"), rtol=1e-5)
+
+
+def test_unknown_eq10_scale_is_refused(make: Any, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="eq10_scale must be one of"):
+        make(tmp_path / "x.peelb", eq10_scale="cube")
+    assert not (tmp_path / "x.peelb").exists()

@@ -68,10 +68,10 @@ def server_top(scorer, user: int, history: np.ndarray, k: int) -> tuple[np.ndarr
     return top.indices.numpy(), top.values.numpy(), scores.numpy()
 
 
-@pytest.mark.parametrize("reading", ["masked", "fold"])
-def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, reading) -> None:
+@pytest.mark.parametrize(("reading", "scale"), [("masked", "sqrt"), ("masked", "paper"), ("fold", "none")])
+def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, reading, scale) -> None:
     base = TrainedRun.load(tiny_run)
-    run = TrainedRun.load(tiny_run, device=dataclasses.replace(base.config.device, eq10=reading))
+    run = TrainedRun.load(tiny_run, device=dataclasses.replace(base.config.device, eq10=reading, eq10_scale=scale))
     out = export_run(run, tmp_path / reading, data=tiny_data)
     users = Users.open(out / "users.peelb")
     sample = np.random.default_rng(0).choice(tiny_data.n_users, 24, replace=False)
@@ -82,7 +82,7 @@ def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, readi
         for user in sample:
             record = users.user(tiny_data.user_ids[user])
             rec = bundles[record.user_group].for_user(record.vector, internal_history=record.history)
-            assert rec.eq10 == reading
+            assert rec.eq10 == reading and rec.eq10_scale == scale
             selection = scorer.selections[record.user_group]
             assert rec.bytes_used == selection.bytes_used <= budget.bytes
             np.testing.assert_array_equal(rec.blocks_per_item_group, selection.kept_mask(4, 4).sum(axis=1))

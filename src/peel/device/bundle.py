@@ -245,7 +245,7 @@ class Bundle:
         return self.item_ids.positions(raw_ids, "item")
 
     def for_user(self, user_vector: Any, history: Any = None, *, internal_history: Any = None,
-                 eq10: str | None = None) -> Recommender:
+                 eq10: str | None = None, eq10_scale: str | None = None) -> Recommender:
         """A recommender for one user: ``history`` (original item ids) and ``internal_history`` are excluded."""
         from peel.device.recommender import Recommender
 
@@ -259,7 +259,8 @@ class Bundle:
             positions.append(self.positions_of(history))
         if internal_history is not None:
             positions.append(self.positions_of_internal(internal_history))
-        return Recommender(self, vector.copy(), np.unique(np.concatenate(positions)), eq10 or self.eq10)
+        return Recommender(self, vector.copy(), np.unique(np.concatenate(positions)), eq10 or self.eq10,
+                           eq10_scale)
 
     def __repr__(self) -> str:
         return (f"Bundle({self.path.name}: {self.n_items} items, G_v={self.n_item_groups}, N={self.n_blocks}, "

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from peel.errors import BundleError
+from peel.units import EQ10_READINGS, EQ10_SCALES
 
 FORMAT = "peel-bundle"
 VERSION = 1
@@ -25,7 +26,6 @@ KINDS = ("items", "users")
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_INT = 2**53  # every JSON integer lies in [0, 2^53): exact in any JSON reader
 DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8"), "U8": np.dtype("u1")}
-EQ10_READINGS = ("masked", "fold")
 
 CRC_KEY = b'{"header_crc32":"'
 CRC_FIELD_BYTES = len(CRC_KEY) + 8 + 2  # '{"header_crc32":"hhhhhhhh",' is 27 bytes
@@ -39,6 +39,7 @@ _TOP_KEYS = {
               "metadata"},
     "users": {"header_crc32", "format", "version", "kind", "dims", "tensors", "metadata"},
 }
+_OPTIONAL_KEYS = {"items": {"eq10_scale"}, "users": set()}  # absent eq10_scale = "paper" (first v1 files)
 _TENSOR_KEYS = {"name", "dtype", "shape", "data_offsets", "crc32"}
 _UNIT_KEYS = {"item_group", "block", "data_offsets", "crc32"}
 
@@ -83,6 +84,7 @@ class Header:
     tensors: tuple[TensorEntry, ...]
     units: tuple[UnitEntry, ...] = ()
     eq10: str = ""
+    eq10_scale: str = "paper"
     item_group_bounds: tuple[int, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     data_start: int = 0
@@ -180,7 +182,7 @@ def validate_header(obj: dict[str, Any], where: str, *, data_start: int) -> Head
     kind = obj.get("kind")
     if kind not in KINDS:
         raise BundleError(f"{where}: kind must be one of {KINDS}, got {kind!r}")
-    _exact_keys(obj, _TOP_KEYS[kind], where, "header")
+    _exact_keys(obj, _TOP_KEYS[kind], where, "header", optional=_OPTIONAL_KEYS[kind])
     dims = _dims(obj["dims"], kind, where)
     metadata = _metadata(obj["metadata"], where)
     tensors = tuple(_tensor(t, where, i) for i, t in enumerate(_list(obj["tensors"], where, "tensors")))
@@ -190,18 +192,21 @@ def validate_header(obj: dict[str, Any], where: str, *, data_start: int) -> Head
     else:
         if obj["eq10"] not in EQ10_READINGS:
             raise BundleError(f"{where}: eq10 must be one of {EQ10_READINGS}, got {obj['eq10']!r}")
+        scale = obj.get("eq10_scale", "paper")
+        if scale not in EQ10_SCALES:
+            raise BundleError(f"{where}: eq10_scale must be one of {EQ10_SCALES}, got {scale!r}")
         bounds = _bounds(obj["item_group_bounds"], dims, where)
         units = tuple(_unit(u, where, i) for i, u in enumerate(_list(obj["units"], where, "units")))
         _check_units(units, bounds, dims, where)
-        header = Header(kind, dims, tensors, units, obj["eq10"], bounds, metadata, data_start)
+        header = Header(kind, dims, tensors, units, obj["eq10"], scale, bounds, metadata, data_start)
     _check_offsets(header, where)
     return header
 
 
-def _exact_keys(obj: Any, keys: set[str], where: str, what: str) -> None:
+def _exact_keys(obj: Any, keys: set[str], where: str, what: str, optional: set[str] | None = None) -> None:
     if not isinstance(obj, dict):
         raise BundleError(f"{where}: {what} must be a JSON object, got {type(obj).__name__}")
-    missing, extra = sorted(keys - obj.keys()), sorted(obj.keys() - keys)
+    missing, extra = sorted(keys - obj.keys()), sorted(obj.keys() - keys - (optional or set()))
     if missing:
         raise BundleError(f"{where}: {what} lacks required key(s) {missing}")
     if extra:

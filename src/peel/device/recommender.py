@@ -8,7 +8,7 @@ import numpy as np
 
 from peel.budget import Budget
 from peel.errors import BudgetError, BundleError
-from peel.units import EQ10_READINGS, block_scale
+from peel.units import EQ10_READINGS, EQ10_SCALES, block_scale
 
 if TYPE_CHECKING:
     from peel.device.bundle import BudgetLike, Bundle
@@ -21,11 +21,15 @@ class Recommender:
     items and a few D-sized query vectors. ``shrink`` only changes the active prefix length.
     """
 
-    def __init__(self, bundle: Bundle, vector: np.ndarray, history: np.ndarray, eq10: str) -> None:
+    def __init__(self, bundle: Bundle, vector: np.ndarray, history: np.ndarray, eq10: str,
+                 eq10_scale: str | None = None) -> None:
         if eq10 not in EQ10_READINGS:
             raise BundleError(f"eq10 must be one of {EQ10_READINGS}, got {eq10!r}")
+        eq10_scale = eq10_scale or bundle.header.eq10_scale
+        if eq10_scale not in EQ10_SCALES:
+            raise BundleError(f"eq10_scale must be one of {EQ10_SCALES}, got {eq10_scale!r}")
         self.bundle = bundle
-        self.eq10 = eq10
+        self.eq10, self.eq10_scale = eq10, eq10_scale
         self.user_vector = vector
         self.history = history                     # stored positions excluded from the ranking
         self._slices = vector.reshape(bundle.n_blocks, bundle.block_dim)  # u^(n), methods.md §11
@@ -71,7 +75,7 @@ class Recommender:
         kept_mask = np.zeros((b.n_item_groups, b.n_blocks), dtype=bool)
         kept_mask[order[:, 0], order[:, 1]] = True
         kept = kept_mask.sum(axis=1)
-        scale = block_scale(kept_mask).astype(np.float32)  # Eq. 10: s_max / |S_g|
+        scale = block_scale(kept_mask, self.eq10_scale).astype(np.float32)  # Eq. 10's normalizer
         queries = []
         for g in range(b.n_item_groups):
             if self.eq10 == "masked":  # concatenated user slices of the group's kept blocks, in column order
@@ -121,4 +125,4 @@ class Recommender:
     def describe(self) -> dict[str, Any]:
         return {"budget_bytes": self.budget.bytes, "budget": self.budget.label or str(self.budget.bytes),
                 "bytes_used": self.bytes_used, "units": self._n_units,
-                "blocks_per_item_group": self._kept.tolist(), "eq10": self.eq10}
+                "blocks_per_item_group": self._kept.tolist(), "eq10": self.eq10, "eq10_scale": self.eq10_scale}

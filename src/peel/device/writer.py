@@ -21,6 +21,7 @@ from peel.device.format import (
     CRC_KEY,
     DTYPES,
     EQ10_READINGS,
+    EQ10_SCALES,
     FORMAT,
     VERSION,
     decode_header,
@@ -65,7 +66,8 @@ def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group: Any, unit_order: Any,
-                       item_ids: Any = None, eq10: str = "masked", n_item_groups: int | None = None,
+                       item_ids: Any = None, eq10: str = "masked", eq10_scale: str = "sqrt",
+                       n_item_groups: int | None = None,
                        metadata: dict[str, Any] | None = None) -> int:
     """Write an item bundle; returns its size in bytes.
 
@@ -86,6 +88,8 @@ def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group:
         raise BundleError(f"item_group values must lie in [0, {g_v})")
     if eq10 not in EQ10_READINGS:
         raise BundleError(f"eq10 must be one of {EQ10_READINGS}, got {eq10!r}")
+    if eq10_scale not in EQ10_SCALES:
+        raise BundleError(f"eq10_scale must be one of {EQ10_SCALES}, got {eq10_scale!r}")
     order = np.asarray(unit_order, dtype=np.int64).reshape(-1, 2)
     if order.size and (order.min() < 0 or order[:, 0].max() >= g_v or order[:, 1].max() >= n_blocks):
         raise BundleError(f"unit_order rows must be (item group < {g_v}, block < {n_blocks})")
@@ -98,7 +102,7 @@ def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group:
     tensors = [("item_order", item_order), *id_tensors("item", ids[item_order], n_items)]
     dims = {"n_items": n_items, "n_item_groups": g_v, "n_blocks": n_blocks, "block_dim": block_dim,
             "embedding_dim": n_blocks * block_dim}
-    extra = {"eq10": eq10, "item_group_bounds": bounds.tolist()}
+    extra = {"eq10": eq10, "eq10_scale": eq10_scale, "item_group_bounds": bounds.tolist()}
     return write_container(path, kind="items", dims=dims, tensors=tensors, units=units, extra=extra,
                            metadata=_metadata(metadata))
 

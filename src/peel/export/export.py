@@ -99,6 +99,7 @@ def _write_group(run: TrainedRun, data: Interactions, group: int, out: Path, bud
     stored = order if budget is None else order[: select(order, layout, budget.bytes).n_kept]
     size = write_items_bundle(out / group_file(group), blocks=run.blocks(group), item_group=run.item_group,
                               unit_order=stored, item_ids=data.item_ids, eq10=run.config.device.eq10,
+                              eq10_scale=run.config.device.eq10_scale,
                               n_item_groups=len(layout.item_group_sizes), metadata=_metadata(run, data, group))
     units = int(layout.unit_bytes(stored).sum())
     return {"user_group": group, "file": group_file(group), "users": int(len(run.groups[group].users)),
@@ -113,7 +114,8 @@ def _index(run: TrainedRun, data: Interactions, budget: Budget | None, entries: 
     m = run.config.model
     return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "run": str(run.path), "dataset": data.name,
             "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-            "eq10": run.config.device.eq10, "blocks": run.config.device.blocks,
+            "eq10": run.config.device.eq10, "eq10_scale": run.config.device.eq10_scale,
+            "blocks": run.config.device.blocks,
             "n_users": data.n_users, "n_items": data.n_items, "n_user_groups": len(run.groups),
             "n_item_groups": len(run.layout.item_group_sizes), "n_blocks": m.n_blocks, "block_dim": m.block_dim,
             "max_budget": None if budget is None else {"bytes": budget.bytes, "label": budget.label},
