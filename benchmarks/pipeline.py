@@ -95,10 +95,16 @@ def batch_report(run_dir: Path) -> dict[str, Any] | None:
     scores = {name: {h["epoch"]: h["score"] for h in hist if h.get("score") is not None}
               for name, hist in histories.items()}
     epochs = sorted(set(scores["main"]) & set(scores["batch4096"]))
-    seconds = {name: sorted(h["seconds"] for h in hist)[len(hist) // 2] for name, hist in histories.items()}
+    seconds = {name: median_epoch_seconds(hist) for name, hist in histories.items()}
     return {"configs": {k: {"batch_size": v["batch_size"], "lr": v["lr"]} for k, v in configs.items()},
             "seconds_per_epoch_median": seconds,
             "rows": [{"epoch": e, "main": scores["main"][e], "batch4096": scores["batch4096"][e]} for e in epochs]}
+
+
+def median_epoch_seconds(history: list[dict[str, Any]]) -> float | None:
+    """Median wall time of the epochs of a training history (the upper one of an even count)."""
+    seconds = sorted(h["seconds"] for h in history)
+    return seconds[len(seconds) // 2] if seconds else None
 
 
 def stage_times(run_dir: Path) -> dict[str, Any]:
@@ -107,10 +113,9 @@ def stage_times(run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"seconds": summary.get("seconds", {}), "groups": summary.get("groups", [])}
     if pretrain.exists():
         result = json.loads(pretrain.read_text())
-        epochs = [h["seconds"] for h in result["history"]]
         out["pretrain"] = {"epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],
                            "valid_recall@50_sample": result["valid_recall@50"],
-                           "seconds_per_epoch_median": sorted(epochs)[len(epochs) // 2] if epochs else None}
+                           "seconds_per_epoch_median": median_epoch_seconds(result["history"])}
     return out
 
 

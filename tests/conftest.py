@@ -24,3 +24,11 @@ def ml100k(shared_data: Path):
     from peel.data import load_presplit
 
     return load_presplit(shared_data / "ml-100k")
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    """300 users x 200 items of synthetic data: the training and export tests share it."""
+    from peel.data import synthetic_dataset
+
+    return synthetic_dataset(n_users=300, n_items=200, mean_interactions=20, seed=3)

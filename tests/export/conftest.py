@@ -7,7 +7,6 @@ import warnings
 import pytest
 
 from peel.config import PeelConfig
-from peel.data import synthetic_dataset
 
 TINY = [
     "model.n_blocks=4", "model.block_dim=4", "pretrain.batch_size=512", "pretrain.lr=0.01",
@@ -17,8 +16,9 @@ TINY = [
 
 
 @pytest.fixture(scope="session")
-def tiny_data():
-    return synthetic_dataset(n_users=300, n_items=200, mean_interactions=20, seed=3)
+def tiny_data(small_data):
+    """The training tests' small synthetic dataset (tests/conftest.py), generated once per session."""
+    return small_data
 
 
 @pytest.fixture(scope="session")

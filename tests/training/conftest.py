@@ -1,18 +1,12 @@
 import pytest
 
 from peel.config import PeelConfig
-from peel.data import synthetic_dataset
 
 SMALL = [
     "model.n_blocks=4", "model.block_dim=4", "pretrain.batch_size=512", "pretrain.lr=0.01",
     "pretrain.max_epochs=4", "pretrain.patience=2", "grouping.item_groups=4", "grouping.user_groups=3",
     "finetune.batch_size=512", "finetune.max_epochs=3", "finetune.patience=2",
 ]
-
-
-@pytest.fixture(scope="session")
-def small_data():
-    return synthetic_dataset(n_users=300, n_items=200, mean_interactions=20, seed=3)
 
 
 @pytest.fixture(scope="session")
