@@ -30,7 +30,9 @@ from peel.run import TrainedRun, evaluate_run
 from peel.training.pipeline import ABLATIONS, train
 
 BUDGETS = "5MB,10MB,25MB"
-VARIANTS = {"scorer_dot": ["finetune.scorer=dot"], "first_order": ["finetune.bilevel=first_order"]}
+VARIANTS = {"scorer_dot": ["finetune.scorer=dot"], "first_order": ["finetune.bilevel=first_order"],
+            "second_order": ["finetune.bilevel=second_order"],
+            "lambda_div_1e-4": ["pretrain.lambda_div=0.0001"], "lambda_div_1e-2": ["pretrain.lambda_div=0.01"]}
 BATCH_CHECK = ["pretrain.batch_size=4096", "pretrain.lr=0.001"]
 SWEEP = {"device.eq10": ["masked", "fold"], "device.eq10_scale": ["sqrt", "paper", "none"],
          "device.blocks": ["transformed", "raw", "pretrained"],
@@ -38,22 +40,24 @@ SWEEP = {"device.eq10": ["masked", "fold"], "device.eq10_scale": ["sqrt", "paper
 
 
 def device_sweep(run_dir: Path, data: Any, budget_text: str, reference: str | None) -> list[dict[str, Any]]:
-    """Validation NDCG@50 at the largest budget, changing one device option at a time from the run's."""
+    """Validation NDCG@50 at every budget, changing one device option at a time from the run's."""
     from peel.evaluation.report import resolve_budgets
 
     base = TrainedRun.load(run_dir)
-    budget = resolve_budgets(budget_text, n_items=data.n_items, dim=base.config.model.dim, name=data.name,
-                             paper_equivalent=True, reference=reference)[-1]
+    budgets = resolve_budgets(budget_text, n_items=data.n_items, dim=base.config.model.dim, name=data.name,
+                              paper_equivalent=True, reference=reference)
     rows = []
     for key, values in SWEEP.items():
         field = key.split(".", 1)[1]
         for value in values:
             run = TrainedRun.load(run_dir, device=dataclasses.replace(base.config.device, **{field: value}))
-            metrics = evaluate_run(run, data, [budget], split="valid", ks=(50,))[0]
+            per_budget = evaluate_run(run, data, budgets, split="valid", ks=(50,))
             rows.append({"option": key, "value": value, "default": getattr(base.config.device, field) == value,
-                         "budget": metrics["budget"], "valid_ndcg@50": metrics["ndcg@50"],
-                         "valid_recall@50": metrics["recall@50"]})
-            print(f"sweep {key}={value}: valid ndcg@50 {metrics['ndcg@50']:.5f}", flush=True)
+                         "budgets": [m["budget"] for m in per_budget],
+                         "valid_ndcg@50": [m["ndcg@50"] for m in per_budget],
+                         "valid_recall@50": [m["recall@50"] for m in per_budget]})
+            print(f"sweep {key}={value}: valid ndcg@50 " + " ".join(f"{m['ndcg@50']:.5f}" for m in per_budget),
+                  flush=True)
     return rows
 
 
@@ -69,36 +73,45 @@ def validation_rows(run_dir: Path, data: Any, reference: str | None) -> list[dic
 
 
 def variant_report(run_dir: Path, names: list[str], data: Any, reference: str | None) -> dict[str, Any]:
-    """The main run and each stage-b variant on validation, with their stage-b seconds."""
+    """The main run, each variant and the no-diversity ablation (lambda_div = 0) on validation, with
+    their stage-b seconds and pretraining validation Recall@50 (fixed user sample)."""
     out: dict[str, Any] = {}
-    for name, path in [("default", run_dir), *[(n, run_dir / "variants" / n) for n in names]]:
+    candidates = [("default", run_dir, []), *[(n, run_dir / "variants" / n, VARIANTS[n]) for n in names],
+                  ("no_diversity", run_dir / "ablations" / "no_diversity", ["pretrain.lambda_div=0"])]
+    for name, path, overrides in candidates:
         if not (path / "summary.json").exists() or not (path / "finetune").exists():
-            out[name] = {"error": "not trained"}
+            if name != "no_diversity":
+                out[name] = {"error": "not trained"}
             continue
         seconds = json.loads((path / "summary.json").read_text()).get("seconds", {})
-        out[name] = {"overrides": VARIANTS.get(name, []), "finetune_seconds": seconds.get("finetune"),
-                     "rows": validation_rows(path, data, reference)}
+        pretrain = path / "pretrain" / "result.json"
+        recall = json.loads(pretrain.read_text())["valid_recall@50"] if pretrain.exists() else None
+        out[name] = {"overrides": overrides, "finetune_seconds": seconds.get("finetune"),
+                     "pretrain_valid_recall@50_sample": recall, "rows": validation_rows(path, data, reference)}
         print(f"variant {name}: " + ", ".join(f"{r['budget']} {r['valid_ndcg@50']:.5f}" for r in out[name]["rows"]),
               flush=True)
     return out
 
 
-def batch_report(run_dir: Path) -> dict[str, Any] | None:
-    """Validation Recall@50 (fixed user sample) per evaluated epoch: main run vs batch 4096."""
-    check = run_dir / "batch_check" / "pretrain" / "result.json"
-    main = run_dir / "pretrain" / "result.json"
-    if not check.exists() or not main.exists():
+def batch_report(run_dir: Path, others: list[Path]) -> dict[str, Any] | None:
+    """Validation Recall@50 (same fixed user sample) per evaluated epoch, at equal triples: the main run's
+    pretraining against other pretraining runs (other batch sizes and learning rates)."""
+    runs = [("main", run_dir), *[(str(p), p) for p in others]]
+    runs = [(label, p) for label, p in runs if (p / "pretrain" / "result.json").exists()]
+    if len(runs) < 2:
         return None
-    histories = {name: json.loads(p.read_text())["history"] for name, p in (("main", main), ("batch4096", check))}
-    configs = {name: json.loads((p.parent.parent / "config.json").read_text())["pretrain"]
-               for name, p in (("main", main), ("batch4096", check))}
-    scores = {name: {h["epoch"]: h["score"] for h in hist if h.get("score") is not None}
-              for name, hist in histories.items()}
-    epochs = sorted(set(scores["main"]) & set(scores["batch4096"]))
-    seconds = {name: median_epoch_seconds(hist) for name, hist in histories.items()}
-    return {"configs": {k: {"batch_size": v["batch_size"], "lr": v["lr"]} for k, v in configs.items()},
-            "seconds_per_epoch_median": seconds,
-            "rows": [{"epoch": e, "main": scores["main"][e], "batch4096": scores["batch4096"][e]} for e in epochs]}
+    columns = []
+    for label, path in runs:
+        history = json.loads((path / "pretrain" / "result.json").read_text())["history"]
+        config = json.loads((path / "config.json").read_text())["pretrain"]
+        columns.append({"label": label, "batch_size": config["batch_size"], "lr": config["lr"],
+                        "eval_users": config["eval_users"], "seconds_per_epoch_median": median_epoch_seconds(history),
+                        "scores": {h["epoch"]: h["score"] for h in history if h.get("score") is not None}})
+    if len({c["eval_users"] for c in columns}) > 1:
+        raise SystemExit("batch check: the runs evaluated different validation samples; not comparable")
+    epochs = sorted(set.intersection(*(set(c["scores"]) for c in columns)))
+    return {"columns": [{k: v for k, v in c.items() if k != "scores"} for c in columns],
+            "rows": [{"epoch": e, "recall@50": [c["scores"][e] for c in columns]} for e in epochs]}
 
 
 def median_epoch_seconds(history: list[dict[str, Any]]) -> float | None:
@@ -129,12 +142,14 @@ def markdown(payload: dict[str, Any]) -> str:
         lines += ["", f"Pretraining: {pre['epochs_run']} epochs (best {pre['best_epoch']}), median "
                       f"{pre['seconds_per_epoch_median']:.1f} s per epoch. Target for the whole pipeline: 1800 s."]
     if payload.get("sweep"):
-        lines += ["", "### Device options (validation NDCG@50 at the largest budget, one factor at a time)", "",
-                  "| option | value | valid NDCG@50 | valid Recall@50 |", "|---|---|---|---|"]
+        budgets = payload["sweep"][0]["budgets"]
+        lines += ["", "### Device options (validation NDCG@50 per budget, one factor at a time)", "",
+                  "| option | value | " + " | ".join(budgets) + " | mean |", "|---|---|" + "---|" * (len(budgets) + 1)]
         for r in payload["sweep"]:
             mark = " (default)" if r["default"] else ""
-            lines.append(f"| {r['option']} | {r['value']}{mark} | {r['valid_ndcg@50']:.5f} | "
-                         f"{r['valid_recall@50']:.5f} |")
+            cells = " | ".join(f"{v:.5f}" for v in r["valid_ndcg@50"])
+            mean = sum(r["valid_ndcg@50"]) / len(r["valid_ndcg@50"])
+            lines.append(f"| {r['option']} | {r['value']}{mark} | {cells} | {mean:.5f} |")
     if payload.get("plot"):
         lines += ["", f"![Recall and NDCG@50 against the budget]({payload['plot']})"]
     lines += ["", "### Test split, paper-equivalent budgets", "",
@@ -147,22 +162,23 @@ def markdown(payload: dict[str, Any]) -> str:
                          f"{r['ndcg@50']:.5f} | {r['ndcg_legacy@50']:.5f} |")
     if payload.get("variants"):
         lines += ["", "### Stage-b variants (validation NDCG@50, one factor at a time)", "",
-                  "| variant | overrides | stage b (s) | " + " | ".join(BUDGETS.split(",")) + " |",
-                  "|---|---|---|" + "---|" * len(BUDGETS.split(","))]
+                  "| variant | overrides | pretraining valid Recall@50 (sample) | stage b (s) | "
+                  + " | ".join(BUDGETS.split(",")) + " |", "|---|---|---|---|" + "---|" * len(BUDGETS.split(","))]
         for name, v in payload["variants"].items():
             if "error" in v:
                 lines.append(f"| {name} | | {v['error']} |")
                 continue
             cells = " | ".join(f"{r['valid_ndcg@50']:.5f}" for r in v["rows"])
-            lines.append(f"| {name} | {' '.join(v['overrides']) or '-'} | {v['finetune_seconds'] or 0:.0f} | {cells} |")
+            recall = v.get("pretrain_valid_recall@50_sample")
+            lines.append(f"| {name} | {' '.join(v['overrides']) or '-'} | "
+                         f"{'-' if recall is None else format(recall, '.4f')} | {v['finetune_seconds'] or 0:.0f} | {cells} |")
     batch = payload.get("batch_check")
     if batch:
-        c, sec = batch["configs"], batch["seconds_per_epoch_median"]
+        cols = batch["columns"]
         lines += ["", "### Pretraining batch size at equal triples (validation Recall@50, fixed user sample)", "",
-                  f"main: batch {c['main']['batch_size']}, lr {c['main']['lr']}, {sec['main']:.1f} s/epoch; "
-                  f"check: batch {c['batch4096']['batch_size']}, lr {c['batch4096']['lr']}, "
-                  f"{sec['batch4096']:.1f} s/epoch.", "", "| epoch | main | batch 4096 |", "|---|---|---|"]
-        lines += [f"| {r['epoch']} | {r['main']:.5f} | {r['batch4096']:.5f} |" for r in batch["rows"]]
+                  "| epoch | " + " | ".join(f"batch {c['batch_size']}, lr {c['lr']:g} ({c['seconds_per_epoch_median']:.1f}"
+                                         f" s/epoch)" for c in cols) + " |", "|---|" + "---|" * len(cols)]
+        lines += [f"| {r['epoch']} | " + " | ".join(f"{v:.5f}" for v in r["recall@50"]) + " |" for r in batch["rows"]]
     return "\n".join(lines)
 
 
@@ -190,6 +206,8 @@ def main() -> None:
     parser.add_argument("--variants", default="", help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--batch-check", type=int, default=0, metavar="EPOCHS",
                         help="pretrain at batch 4096 for EPOCHS epochs and compare at equal triples")
+    parser.add_argument("--batch-compare", default="", metavar="RUNS",
+                        help="comma-separated finished runs whose pretraining is compared at equal triples too")
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--reference", default=None, help="paper dataset for budgets (default: from the name)")
     args = parser.parse_args()
@@ -217,7 +235,8 @@ def main() -> None:
                                "ablation_times": {a: stage_times(args.run / "ablations" / a) for a in ablations}}
     if variants:
         payload["variants"] = variant_report(args.run, variants, data, args.reference)
-    payload["batch_check"] = batch_report(args.run)
+    compare = [Path(p) for p in args.batch_compare.split(",") if p] + [args.run / "batch_check"]
+    payload["batch_check"] = batch_report(args.run, compare)
     if not args.no_sweep:
         payload["sweep"] = device_sweep(args.run, data, BUDGETS, args.reference)
     payload["rows"] = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference,

@@ -34,3 +34,38 @@ def test_device_latency_script_on_a_tiny_export(tiny_run, tiny_data, tmp_path) -
         assert profile["peak_rss_mb"] > 0
     assert payload["profiles"][0]["affinity"] == [0]
     assert "| iot | 60% |" in (results / "device_latency.md").read_text()
+
+
+def _pipeline_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pipeline.py"
+    spec = importlib.util.spec_from_file_location("pipeline_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_pretraining(path: Path, batch_size: int, lr: float, scores: dict[int, float], eval_users: int = 100) -> Path:
+    (path / "pretrain").mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"pretrain": {"batch_size": batch_size, "lr": lr,
+                                                               "eval_users": eval_users}}))
+    history = [{"epoch": e, "loss": 0.1, "seconds": float(e), **({"score": scores[e]} if e in scores else {})}
+               for e in range(1, max(scores) + 1)]
+    (path / "pretrain" / "result.json").write_text(json.dumps({"history": history}))
+    return path
+
+
+def test_pipeline_batch_report_compares_at_equal_epochs(tmp_path) -> None:
+    script = _pipeline_script()
+    main = _fake_pretraining(tmp_path / "main", 65536, 0.02, {3: 0.3, 6: 0.5, 9: 0.6})
+    other = _fake_pretraining(tmp_path / "other", 4096, 0.001, {3: 0.2, 6: 0.4})
+    report = script.batch_report(main, [other, tmp_path / "missing"])
+    assert [c["batch_size"] for c in report["columns"]] == [65536, 4096]
+    assert report["rows"] == [{"epoch": 3, "recall@50": [0.3, 0.2]}, {"epoch": 6, "recall@50": [0.5, 0.4]}]
+    text = script.markdown({"dataset": "x", "times": {"seconds": {}}, "rows": [], "batch_check": report})
+    assert "| 6 | 0.50000 | 0.40000 |" in text
+    assert script.batch_report(main, [tmp_path / "missing"]) is None
+    _fake_pretraining(tmp_path / "sample", 4096, 0.001, {3: 0.2}, eval_users=5)
+    with pytest.raises(SystemExit, match="different validation samples"):
+        script.batch_report(main, [tmp_path / "sample"])
