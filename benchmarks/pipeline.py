@@ -170,14 +170,15 @@ def markdown(payload: dict[str, Any]) -> str:
                 continue
             cells = " | ".join(f"{r['valid_ndcg@50']:.5f}" for r in v["rows"])
             recall = v.get("pretrain_valid_recall@50_sample")
-            lines.append(f"| {name} | {' '.join(v['overrides']) or '-'} | "
-                         f"{'-' if recall is None else format(recall, '.4f')} | {v['finetune_seconds'] or 0:.0f} | {cells} |")
+            recall_cell = "-" if recall is None else f"{recall:.4f}"
+            lines.append(f"| {name} | {' '.join(v['overrides']) or '-'} | {recall_cell} | "
+                         f"{v['finetune_seconds'] or 0:.0f} | {cells} |")
     batch = payload.get("batch_check")
     if batch:
         cols = batch["columns"]
+        heads = [f"batch {c['batch_size']}, lr {c['lr']:g} ({c['seconds_per_epoch_median']:.1f} s/epoch)" for c in cols]
         lines += ["", "### Pretraining batch size at equal triples (validation Recall@50, fixed user sample)", "",
-                  "| epoch | " + " | ".join(f"batch {c['batch_size']}, lr {c['lr']:g} ({c['seconds_per_epoch_median']:.1f}"
-                                         f" s/epoch)" for c in cols) + " |", "|---|" + "---|" * len(cols)]
+                  "| epoch | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cols)]
         lines += [f"| {r['epoch']} | " + " | ".join(f"{v:.5f}" for v in r["recall@50"]) + " |" for r in batch["rows"]]
     return "\n".join(lines)
 
