@@ -41,6 +41,8 @@ class PretrainConfig:
     patience: int = 10          # evaluations without improvement of validation Recall@50
     eval_every: int = 1         # epochs between validations
     eval_users: int = 0         # fixed sample of validation users for early stopping (0 = all)
+    lr_decay: float = 1.0       # multiply lr by this after lr_patience validations without improvement (1 = off)
+    lr_patience: int = 2
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ def validate(config: PeelConfig) -> None:
         "finetune.patience": config.finetune.patience, "pretrain.lr": config.pretrain.lr,
         "finetune.lr": config.finetune.lr, "finetune.controller_lr": config.finetune.controller_lr,
         "finetune.controller_hidden": config.finetune.controller_hidden,
+        "pretrain.lr_patience": config.pretrain.lr_patience,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -219,6 +222,8 @@ def validate(config: PeelConfig) -> None:
                        "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads}.items():
         if value < 0:
             raise ConfigError(f"config {key} must be >= 0, got {value}")
+    if not 0.0 < config.pretrain.lr_decay <= 1.0:
+        raise ConfigError(f"config pretrain.lr_decay must be in (0, 1] (1 = no decay), got {config.pretrain.lr_decay}")
 
 
 def validate_for_data(config: PeelConfig, *, n_users: int, n_items: int) -> None:

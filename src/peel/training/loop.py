@@ -1,10 +1,11 @@
 """The one training loop: zero_grad / backward / step live here once.
 
 A stage passes in its model, optimizer, a function giving an epoch's batches, a ``step(batch) ->
-loss`` and a ``validate() -> score``; the loop does early stopping with patience, keeps the best
-state, writes an atomic checkpoint every epoch and resumes from it. Batches must be a function of
-the epoch number (seeded per epoch), so a resumed run ends with the same parameters as an
-uninterrupted one.
+loss`` and a ``validate() -> score``; the loop does early stopping with patience, optionally
+multiplies the learning rate by ``lr_decay`` after ``lr_patience`` validations without improvement
+(reduce on plateau), keeps the best state, writes an atomic checkpoint every epoch and resumes from
+it. Batches must be a function of the epoch number (seeded per epoch), so a resumed run ends with the
+same parameters as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def fit(
     max_epochs: int,
     patience: int,
     eval_every: int = 1,
+    lr_decay: float = 1.0,
+    lr_patience: int = 0,
     checkpoint: Path | None = None,
     resume: bool = False,
     extra_state: dict[str, Stateful] | None = None,
@@ -67,13 +70,19 @@ def fit(
     ``extra_state`` (e.g. a controller and its optimizer) is checkpointed with the model;
     ``keep_best`` modules are restored to their best-epoch state with the model at the end.
     ``on_best`` runs whenever validation improves (e.g. to record the controller's output).
+    With ``lr_decay < 1`` and ``lr_patience > 0``, every ``lr_patience`` validations in a row without
+    improvement multiply the optimizer's learning rates by ``lr_decay`` (the rates live in the
+    optimizer's state, so a resumed run continues with the decayed rate).
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be max or min, got {mode!r}")
+    if not 0.0 < lr_decay <= 1.0:
+        raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
     extra_state = extra_state or {}
     keep_best = {"model": model, **(keep_best or {})}
     sign = 1.0 if mode == "max" else -1.0
-    state = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad": 0, "history": [], "best": None}
+    state = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "bad": 0, "since_decay": 0, "history": [],
+             "best": None}
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, model, optimizer, extra_state)
         log.info("%s: resumed after epoch %d", desc, state["epoch"])
@@ -103,12 +112,18 @@ def fit(
                 score = float(validate())
             record["score"] = score
             if sign * score > state["best_score"]:
-                state.update(best_epoch=epoch, best_score=sign * score, bad=0,
+                state.update(best_epoch=epoch, best_score=sign * score, bad=0, since_decay=0,
                              best={k: copy.deepcopy(m.state_dict()) for k, m in keep_best.items()})
                 if on_best is not None:
                     on_best()
             else:
                 state["bad"] += 1
+                state["since_decay"] = state.get("since_decay", 0) + 1
+                if lr_decay < 1.0 and lr_patience > 0 and state["since_decay"] >= lr_patience:
+                    for group in optimizer.param_groups:
+                        group["lr"] *= lr_decay
+                    state["since_decay"] = 0
+                    record["lr"] = optimizer.param_groups[0]["lr"]
         record["seconds"] = time.perf_counter() - t0
         state["history"].append(record)
         state["epoch"] = epoch

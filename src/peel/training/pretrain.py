@@ -68,7 +68,8 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
 
     loop = fit(model=model, optimizer=optimizer, batches=batches, step=step, validate=validate, mode="max",
                max_epochs=config.max_epochs, patience=config.patience, eval_every=config.eval_every,
-               checkpoint=checkpoint, resume=resume, progress=progress, desc="pretrain")
+               lr_decay=config.lr_decay, lr_patience=config.lr_patience, checkpoint=checkpoint, resume=resume,
+               progress=progress, desc="pretrain")
     with torch.no_grad():
         users, items = model.final_embeddings()
     return PretrainResult(users.numpy().copy(), items.numpy().copy(), loop)
