@@ -1,14 +1,18 @@
 """PEEL server pipeline on a real dataset: wall time per stage, seconds per pretraining epoch,
-validation sweep of the device options (one factor at a time), and test Recall/NDCG@50 at the three
-paper-equivalent budgets for PEEL, its ablations and full-size LightGCN.
+validation sweep of the device options (one factor at a time, every budget), and test Recall/NDCG@50
+at the three paper-equivalent budgets for PEEL, its ablations and full-size LightGCN.
 
     python benchmarks/pipeline.py --run runs/amazon --config benchmarks/amazon.toml --train \
-        --ablations lightgcn,single_user_group,random_selection,random_item_groups,no_diversity
+        --ablations lightgcn,single_user_group,random_selection,random_item_groups,no_diversity \
+        --variants scorer_dot,second_order,lambda_div_1e-4,lambda_div_1e-2
 
-Stage-b variants (``--variants scorer_dot,first_order``) are trained into RUN/variants/NAME on the main
-run's stage a and compared on validation NDCG@50; ``--batch-check EPOCHS`` pretrains at batch 4096 with
-the default learning rate for EPOCHS epochs (RUN/batch_check) and compares validation Recall@50 on the
-same validation sample at equal triples (equal epochs) with the main run's larger batch.
+Variants (``--variants``) are trained into RUN/variants/NAME (sharing the main run's stage a when it
+is unchanged) and compared on validation NDCG@50 at every budget, beside the no-diversity ablation
+(lambda_div = 0): together the lambda_div grid {0, 1e-4, 1e-3, 1e-2} of methods.md §2.
+``--batch-check EPOCHS`` pretrains at batch 4096 with the default learning rate for EPOCHS epochs
+(RUN/batch_check); ``--batch-compare RUNS`` adds other finished runs (e.g. one trained with
+benchmarks/amazon-batch16384.toml and its batch_check). Their pretraining is compared at equal triples
+on the same validation sample, and whole runs on stage times and validation NDCG@50.
 
 Everything is resumable: rerun the same command after a kill. Results go to
 benchmarks/results/pipeline_<dataset>.{json,md}; what is not trained yet is reported as missing.
@@ -114,6 +118,20 @@ def batch_report(run_dir: Path, others: list[Path]) -> dict[str, Any] | None:
             "rows": [{"epoch": e, "recall@50": [c["scores"][e] for c in columns]} for e in epochs]}
 
 
+def speed_report(run_dir: Path, others: list[Path], data: Any, reference: str | None) -> list[dict[str, Any]]:
+    """Whole-pipeline comparison of the main run with other finished runs (e.g. a slower config):
+    seconds per stage and validation NDCG@50 at every budget, for the 2% rule of the 30-minute target."""
+    out = []
+    for label, path in [("main", run_dir), *[(str(p), p) for p in others]]:
+        if not (path / "summary.json").exists() or not (path / "finetune").exists():
+            continue
+        config = json.loads((path / "config.json").read_text())
+        out.append({"run": label, "batch_size": config["pretrain"]["batch_size"], "lr": config["pretrain"]["lr"],
+                    "bilevel": config["finetune"]["bilevel"], **stage_times(path),
+                    "rows": validation_rows(path, data, reference)})
+    return out
+
+
 def median_epoch_seconds(history: list[dict[str, Any]]) -> float | None:
     """Median wall time of the epochs of a training history (the upper one of an even count)."""
     seconds = sorted(h["seconds"] for h in history)
@@ -173,6 +191,15 @@ def markdown(payload: dict[str, Any]) -> str:
             recall_cell = "-" if recall is None else f"{recall:.4f}"
             lines.append(f"| {name} | {' '.join(v['overrides']) or '-'} | {recall_cell} | "
                          f"{v['finetune_seconds'] or 0:.0f} | {cells} |")
+    if len(payload.get("speed") or []) > 1:
+        lines += ["", "### Whole pipeline: this config against the slower one (validation NDCG@50)", "",
+                  "| config | pretrain (s) | stage b (s) | total (s) | " + " | ".join(BUDGETS.split(",")) + " |",
+                  "|---|---|---|---|" + "---|" * len(BUDGETS.split(","))]
+        for r in payload["speed"]:
+            sec = r["seconds"]
+            cells = " | ".join(f"{x['valid_ndcg@50']:.5f}" for x in r["rows"])
+            lines.append(f"| batch {r['batch_size']}, lr {r['lr']:g}, {r['bilevel']} | {sec.get('pretrain', 0):.0f} | "
+                         f"{sec.get('finetune', 0):.0f} | {sec.get('total', 0):.0f} | {cells} |")
     batch = payload.get("batch_check")
     if batch:
         cols = batch["columns"]
@@ -238,6 +265,7 @@ def main() -> None:
         payload["variants"] = variant_report(args.run, variants, data, args.reference)
     compare = [Path(p) for p in args.batch_compare.split(",") if p] + [args.run / "batch_check"]
     payload["batch_check"] = batch_report(args.run, compare)
+    payload["speed"] = speed_report(args.run, compare, data, args.reference)
     if not args.no_sweep:
         payload["sweep"] = device_sweep(args.run, data, BUDGETS, args.reference)
     payload["rows"] = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference,
