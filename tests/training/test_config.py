@@ -13,7 +13,7 @@ def test_defaults_are_the_papers():
 
 
 def test_round_trip_through_json(tmp_path):
-    c = PeelConfig().with_overrides(["device.eq10=fold", "pretrain.lambda_div=0", "finetune.bilevel=first_order"])
+    c = PeelConfig().with_overrides(["device.eq10=fold", "pretrain.lambda_div=0.01", "finetune.bilevel=first_order"])
     path = tmp_path / "config.json"
     path.write_text(json.dumps(c.to_dict()))
     assert PeelConfig.from_json(path) == c

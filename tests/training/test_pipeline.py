@@ -123,3 +123,14 @@ def test_stage_a_from_shares_pretraining_only_when_it_matches(trained, small_dat
     train(small_data, other, small_config.with_overrides(["pretrain.max_epochs=1"]), progress=False,
           stage_a_from=trained, stop_after="pretrain")
     assert (other / "pretrain" / "embeddings.npz").stat().st_ino != shared.stat().st_ino
+
+
+def test_no_diversity_ablation_needs_a_run_with_the_regularizer(small_config):
+    from peel.errors import ConfigError
+    from peel.training.pipeline import ablation_config
+
+    assert small_config.pretrain.lambda_div == 0  # peel's validated default
+    with pytest.raises(ConfigError, match="lambda_div is already 0"):
+        ablation_config(small_config, "no_diversity")
+    paper = small_config.with_overrides(["pretrain.lambda_div=0.001"])
+    assert ablation_config(paper, "no_diversity").pretrain.lambda_div == 0

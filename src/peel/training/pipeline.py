@@ -43,6 +43,9 @@ def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
     if name == "random_item_groups":
         return r(config, grouping=r(config.grouping, item_grouping="random"))
     if name == "no_diversity":
+        if config.pretrain.lambda_div == 0:
+            raise ConfigError("the no_diversity ablation equals this run: pretrain.lambda_div is already 0 (peel's "
+                              "default); train the run with pretrain.lambda_div=0.001 (the paper's) to ablate it")
         return r(config, pretrain=r(config.pretrain, lambda_div=0.0))
     if name == "single_user_group":
         return r(config, grouping=r(config.grouping, user_grouping="single"))
