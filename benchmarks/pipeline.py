@@ -261,8 +261,6 @@ def main() -> None:
                   stop_after="pretrain")
     payload: dict[str, Any] = {"dataset": data.name, "run": str(args.run), "times": stage_times(args.run),
                                "ablation_times": {a: stage_times(args.run / "ablations" / a) for a in ablations}}
-    if variants:
-        payload["variants"] = variant_report(args.run, variants, data, args.reference)
     compare = [Path(p) for p in args.batch_compare.split(",") if p] + [args.run / "batch_check"]
     payload["batch_check"] = batch_report(args.run, compare)
     payload["speed"] = speed_report(args.run, compare, data, args.reference)
@@ -274,6 +272,8 @@ def main() -> None:
                           ks=(20, 50), overrides=["device.eq10_scale=paper"])
     payload["rows"][len(paper):len(paper)] = [{**r, "method": "PEEL, Eq. 10 normalizer as in the paper"} for r in paper]
     payload["plot"] = plot_budget_curves(payload["rows"], data.name)
+    if variants:  # last: variants trained in parallel have the most time to finish
+        payload["variants"] = variant_report(args.run, variants, data, args.reference)
     path = write_result(f"pipeline_{data.name}", payload, markdown(payload))
     print(markdown(payload))
     print(f"wrote {path}")

@@ -76,7 +76,10 @@ class FinetuneConfig:
 class DeviceConfig:
     eq10: str = "masked"                 # "masked" or "fold" (methods.md §11)
     eq10_scale: str = "sqrt"             # "sqrt", "paper" (s_max/|S_g|) or "none": see peel.units.EQ10_SCALES
-    blocks: str = "transformed"          # "transformed" (BatchNorm + tanh folded in), "raw" or "pretrained"
+    # The item blocks a device scores with: "raw" (the fine-tuned table), "transformed" (BatchNorm + tanh
+    # folded in, methods.md §11) or "pretrained". "raw" by validation NDCG@50 on amazon-book-sub (the mean
+    # over 5/10/25MB-eq; benchmarks/results/pipeline_amazon-book-sub.md).
+    blocks: str = "raw"
     user_vector: str = "finetuned"       # "finetuned" or "pretrained"
     block_selection: str = "weights"     # "weights" or "random" (ablation)
 
