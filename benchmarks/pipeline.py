@@ -43,37 +43,45 @@ SWEEP = {"device.eq10": ["masked", "fold"], "device.eq10_scale": ["sqrt", "paper
          "device.user_vector": ["finetuned", "pretrained"]}
 
 
-def device_sweep(run_dir: Path, data: Any, budget_text: str, reference: str | None) -> list[dict[str, Any]]:
+def device_sweep(run_dir: Path, data: Any, reference: str | None) -> list[dict[str, Any]]:
     """Validation NDCG@50 at every budget, changing one device option at a time from the run's."""
-    from peel.evaluation.report import resolve_budgets
-
-    base = TrainedRun.load(run_dir)
-    budgets = resolve_budgets(budget_text, n_items=data.n_items, dim=base.config.model.dim, name=data.name,
-                              paper_equivalent=True, reference=reference)
+    base = TrainedRun.load(run_dir).config.device
     rows = []
     for key, values in SWEEP.items():
         field = key.split(".", 1)[1]
         for value in values:
-            run = TrainedRun.load(run_dir, device=dataclasses.replace(base.config.device, **{field: value}))
-            per_budget = evaluate_run(run, data, budgets, split="valid", ks=(50,))
-            rows.append({"option": key, "value": value, "default": getattr(base.config.device, field) == value,
+            per_budget = validation_rows(run_dir, data, reference, device=dataclasses.replace(base, **{field: value}))
+            rows.append({"option": key, "value": value, "default": getattr(base, field) == value,
                          "budgets": [m["budget"] for m in per_budget],
-                         "valid_ndcg@50": [m["ndcg@50"] for m in per_budget],
-                         "valid_recall@50": [m["recall@50"] for m in per_budget]})
-            print(f"sweep {key}={value}: valid ndcg@50 " + " ".join(f"{m['ndcg@50']:.5f}" for m in per_budget),
+                         "valid_ndcg@50": [m["valid_ndcg@50"] for m in per_budget],
+                         "valid_recall@50": [m["valid_recall@50"] for m in per_budget]})
+            print(f"sweep {key}={value}: valid ndcg@50 " + " ".join(f"{m['valid_ndcg@50']:.5f}" for m in per_budget),
                   flush=True)
     return rows
 
 
-def validation_rows(run_dir: Path, data: Any, reference: str | None) -> list[dict[str, Any]]:
-    """Validation Recall/NDCG@50 of a run at the three paper-equivalent budgets."""
+_VALIDATION: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+
+
+def validation_rows(run_dir: Path, data: Any, reference: str | None, device: Any = None) -> list[dict[str, Any]]:
+    """Validation Recall/NDCG@50 of a run at the three paper-equivalent budgets, with the run's device
+    options or ``device``. Memoized per (run, device options): the sweep's default setting, the
+    variants' and the speed comparison's main row are one evaluation."""
     from peel.evaluation.report import resolve_budgets
 
-    run = TrainedRun.load(run_dir)
-    budgets = resolve_budgets(BUDGETS, n_items=data.n_items, dim=run.config.model.dim, name=data.name,
-                              paper_equivalent=True, reference=reference)
-    return [{"budget": m["budget"], "valid_ndcg@50": m["ndcg@50"], "valid_recall@50": m["recall@50"]}
-            for m in evaluate_run(run, data, budgets, split="valid", ks=(50,))]
+    run = TrainedRun.load(run_dir, device=device)
+    key = (str(Path(run_dir).resolve()), run.config.device)
+    if key not in _VALIDATION:
+        budgets = resolve_budgets(BUDGETS, n_items=data.n_items, dim=run.config.model.dim, name=data.name,
+                                  paper_equivalent=True, reference=reference)
+        _VALIDATION[key] = [{"budget": m["budget"], "valid_ndcg@50": m["ndcg@50"], "valid_recall@50": m["recall@50"]}
+                            for m in evaluate_run(run, data, budgets, split="valid", ks=(50,))]
+    return _VALIDATION[key]
+
+
+def finished(path: Path) -> bool:
+    """A run whose stage b has completed (summary.json and finetune/ written)."""
+    return (path / "summary.json").exists() and (path / "finetune").exists()
 
 
 def variant_report(run_dir: Path, names: list[str], data: Any, reference: str | None) -> dict[str, Any]:
@@ -83,7 +91,7 @@ def variant_report(run_dir: Path, names: list[str], data: Any, reference: str | 
     candidates = [("default", run_dir, []), *[(n, run_dir / "variants" / n, VARIANTS[n]) for n in names],
                   ("no_diversity", run_dir / "ablations" / "no_diversity", ["pretrain.lambda_div=0"])]
     for name, path, overrides in candidates:
-        if not (path / "summary.json").exists() or not (path / "finetune").exists():
+        if not finished(path):
             if name != "no_diversity":
                 out[name] = {"error": "not trained"}
             continue
@@ -123,7 +131,7 @@ def speed_report(run_dir: Path, others: list[Path], data: Any, reference: str | 
     seconds per stage and validation NDCG@50 at every budget, for the 2% rule of the 30-minute target."""
     out = []
     for label, path in [("main", run_dir), *[(str(p), p) for p in others]]:
-        if not (path / "summary.json").exists() or not (path / "finetune").exists():
+        if not finished(path):
             continue
         config = json.loads((path / "config.json").read_text())
         out.append({"run": label, "batch_size": config["pretrain"]["batch_size"], "lr": config["pretrain"]["lr"],
@@ -265,7 +273,7 @@ def main() -> None:
     payload["batch_check"] = batch_report(args.run, compare)
     payload["speed"] = speed_report(args.run, compare, data, args.reference)
     if not args.no_sweep:
-        payload["sweep"] = device_sweep(args.run, data, BUDGETS, args.reference)
+        payload["sweep"] = device_sweep(args.run, data, args.reference)
     payload["rows"] = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference,
                                     split="test", ablations=True, ks=(20, 50))
     paper = evaluate_runs(args.run, BUDGETS, paper_equivalent=True, reference=args.reference, split="test",

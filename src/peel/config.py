@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from peel.errors import ConfigError
+from peel.units import EQ10_READINGS, EQ10_SCALES
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,8 @@ _CHOICES = {
     ("grouping", "user_grouping"): ("kmeans", "single"),
     ("finetune", "bilevel"): ("second_order", "first_order"),
     ("finetune", "scorer"): ("mlp", "dot"),
-    ("device", "eq10"): ("masked", "fold"),
-    ("device", "eq10_scale"): ("sqrt", "paper", "none"),
+    ("device", "eq10"): EQ10_READINGS,
+    ("device", "eq10_scale"): EQ10_SCALES,
     ("device", "blocks"): ("transformed", "raw", "pretrained"),
     ("device", "user_vector"): ("finetuned", "pretrained"),
     ("device", "block_selection"): ("weights", "random"),

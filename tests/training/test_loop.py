@@ -58,8 +58,8 @@ def test_resumed_run_continues_with_the_decayed_rate(tmp_path) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_bad_lr_decay_is_refused() -> None:
+def test_bad_lr_decay_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="lr_decay"):
         validate(PeelConfig().with_overrides(["pretrain.lr_decay=1.5"]))
     with pytest.raises(ValueError, match="lr_decay"):
-        _fit(__import__("pathlib").Path("/nonexistent"), [1.0], max_epochs=1, patience=1, lr_decay=0.0)
+        _fit(tmp_path, [1.0], max_epochs=1, patience=1, lr_decay=0.0)
