@@ -61,7 +61,7 @@ def data_prepare(
     if k_core > 1:
         data = data.k_core(k_core)
     data = data.split_random(seed=seed).replace(name=out.name)
-    save_presplit(data, out, overwrite=force,
+    save_presplit(data, out, overwrite=force, inputs=[raw],
                   provenance={"source": str(raw), "format": format, "k_core": k_core, "seed": seed,
                               "split": "per-user random 7:1:2", "min_rating": min_rating})
     _stats_table(data.stats())

@@ -121,6 +121,19 @@ def test_prepare_refuses_non_empty_out_without_force(tmp_path: Path, udata_path:
     assert not (out / "notes.txt").exists() and load(out).n_users == 943
 
 
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_prepare_refuses_its_input_as_output_even_with_force(tmp_path: Path, where: str) -> None:
+    from peel.data import save_presplit, synthetic_dataset
+
+    source = tmp_path / "split"
+    save_presplit(synthetic_dataset(n_users=100, n_items=80, seed=1), source)
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    out = source if where == "same" else source / "again"
+    result = runner.invoke(app, ["data", "prepare", str(source), "--out", str(out), "--force"])
+    assert result.exit_code != 0 and f"the input {source}" in str(result.exception)
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before
+
+
 def test_synth(tmp_path: Path) -> None:
     out = tmp_path / "syn"
     invoke_ok("data", "synth", "--out", str(out), "--users", "300", "--items", "200", "--seed", "4")

@@ -130,6 +130,20 @@ def test_export_refusals_leave_nothing(tiny_run, tiny_data, tmp_path, exported) 
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["run", "inside", "containing"])
+def test_export_refuses_an_output_overlapping_its_run_even_with_force(tiny_run, tmp_path, where) -> None:
+    import shutil
+
+    run = tmp_path / "copy" / "run"
+    shutil.copytree(tiny_run, run)
+    out = {"run": run, "inside": run / "bundles", "containing": run.parent}[where]
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(out), "--force"])
+    assert isinstance(result.exception, PeelError), result.output
+    assert f"the input {run}" in str(result.exception)
+    assert TrainedRun.load(run).config == TrainedRun.load(tiny_run).config  # the run is intact
+    assert not (run / "bundles").exists()
+
+
 def test_string_ids(tiny_run, tiny_data, tmp_path) -> None:
     data = tiny_data.replace(item_ids=np.array([f"book-{j}" for j in range(200)], dtype=object),
                              user_ids=np.array([f"reader-{u}" for u in range(300)], dtype=object))

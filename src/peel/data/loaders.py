@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +183,10 @@ def _adjacency_text(user: np.ndarray, item: np.ndarray) -> str:
 
 
 def save_presplit(data: Interactions, directory: str | Path, *, overwrite: bool = False,
-                  provenance: dict[str, Any] | None = None) -> Path:
-    """Write a split dataset as a pre-split directory, atomically, with stats.json and id maps."""
+                  provenance: dict[str, Any] | None = None, inputs: Sequence[str | Path] = ()) -> Path:
+    """Write a split dataset as a pre-split directory, atomically, with stats.json and id maps.
+
+    ``inputs``: paths the data was read from; an output equal to, inside or containing one is refused."""
     from peel._io import atomic_directory, write_json_atomic
     from peel.data.stats import file_checksums
 
@@ -195,7 +198,7 @@ def save_presplit(data: Interactions, directory: str | Path, *, overwrite: bool 
             raise DataError(f"{data.name or 'data'}: the {split} split is empty; nothing to save as {split}.txt "
                             "(users with fewer than 3 interactions go wholly to train)")
     directory = Path(directory)
-    with atomic_directory(directory, overwrite=overwrite) as tmp:
+    with atomic_directory(directory, overwrite=overwrite, inputs=inputs) as tmp:
         for split in SPLITS:
             mask = data.rows(split)
             (tmp / f"{split}.txt").write_text(_adjacency_text(data.user[mask], data.item[mask]))

@@ -44,7 +44,7 @@ def export_run(run: str | os.PathLike[str] | TrainedRun, out_dir: str | os.PathL
     chosen = list(range(n_groups)) if groups is None else _check_groups(groups, n_groups)
     budget = _parse_max_budget(max_budget, run, data)
     out = Path(out_dir)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, inputs=_inputs(run.path)) as tmp:
         entries = [_write_group(run, data, g, tmp, budget) for g in chosen]
         train = data.csr("train")
         users_bytes = write_users_file(
@@ -62,6 +62,13 @@ def _load_data(path: Path) -> Interactions:
     if not info.exists():
         raise PeelError(f"{path} has no data.json: pass the dataset to export_run(data=...)")
     return load_data_source(json.loads(info.read_text()))
+
+
+def _inputs(path: Path) -> list[Path]:
+    """The run directory and its dataset's path: an export must not replace or nest in either."""
+    info = path / "data.json"
+    source = json.loads(info.read_text()).get("source") if info.exists() else None
+    return [path] + ([Path(source)] if source and source != "synthetic" else [])
 
 
 def _check_data(run: TrainedRun, data: Interactions) -> None:
