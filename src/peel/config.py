@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -201,6 +202,7 @@ _CHOICES = {
 
 def validate(config: PeelConfig) -> None:
     """Cross-field and range checks; data-dependent checks are in :func:`validate_for_data`."""
+    _check_finite_and_seed(config)
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(config, section), key)
         if value not in choices:
@@ -231,6 +233,19 @@ def validate(config: PeelConfig) -> None:
             raise ConfigError(f"config {key} must be >= 0, got {value}")
     if not 0.0 < config.pretrain.lr_decay <= 1.0:
         raise ConfigError(f"config pretrain.lr_decay must be in (0, 1] (1 = no decay), got {config.pretrain.lr_decay}")
+
+
+def _check_finite_and_seed(config: PeelConfig) -> None:
+    """No NaN / inf in any float field; a seed numpy, torch and scikit-learn all accept."""
+    for section in dataclasses.fields(config):
+        node = getattr(config, section.name)
+        items = dataclasses.asdict(node).items() if dataclasses.is_dataclass(node) else [("", node)]
+        for key, value in items:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"config {section.name}{'.' + key if key else ''} must be a finite number, "
+                                  f"got {value}")
+    if not 0 <= config.seed < 2**32:  # KMeans(random_state=) takes [0, 2**32)
+        raise ConfigError(f"config seed must be in [0, 2**32), got {config.seed}")
 
 
 def validate_for_data(config: PeelConfig, *, n_users: int, n_items: int) -> None:

@@ -53,3 +53,22 @@ def test_groups_larger_than_the_data_are_refused():
         validate_for_data(PeelConfig(), n_users=100, n_items=10)
     with pytest.raises(ConfigError, match="user_groups = 15 exceeds the user count 9"):
         validate_for_data(PeelConfig(), n_users=9, n_items=100)
+
+
+FLOAT_KEYS = [f"{section}.{key}" for section, values in PeelConfig().to_dict().items() if isinstance(values, dict)
+              for key, value in values.items() if isinstance(value, float)]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_floats_are_refused(key, value):
+    assert len(FLOAT_KEYS) >= 7  # every float field of every section
+    with pytest.raises(ConfigError, match=f"config {key} must be a finite number, got {value}"):
+        PeelConfig().with_overrides([f"{key}={value}"])
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
+def test_seed_out_of_range_is_refused(seed):
+    with pytest.raises(ConfigError, match=f"seed must be in \\[0, 2\\*\\*32\\), got {seed}"):
+        PeelConfig().with_overrides([f"seed={seed}"])
+    assert PeelConfig().with_overrides([f"seed={2**32 - 1}"]).seed == 2**32 - 1
