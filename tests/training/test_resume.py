@@ -1,6 +1,7 @@
 """A run killed after an epoch and resumed ends with the same parameters as an uninterrupted run."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -48,3 +49,96 @@ def test_pretraining_is_reproducible_and_seed_dependent(small_data, small_config
     c = pretrain(small_data, model_config=small_config.model, config=config, seed=2)
     np.testing.assert_array_equal(a.item_vectors, b.item_vectors)
     assert not np.allclose(a.item_vectors, c.item_vectors)
+
+
+# ---------------------------------------------------------------------- the run directory across invocations
+def _quick(config):
+    return config.with_overrides(["pretrain.max_epochs=1"])
+
+
+def test_resume_refuses_other_synthetic_data(tmp_path, small_data, small_config):
+    from peel.data import synthetic_dataset
+    from peel.errors import PeelError
+    from peel.training.pipeline import train
+
+    out = tmp_path / "run"
+    train(small_data, out, _quick(small_config), progress=False, stop_after="pretrain")
+    recorded = (out / "data.json").read_text()
+    other = synthetic_dataset(n_users=300, n_items=200, mean_interactions=20, seed=4)
+    with pytest.raises(PeelError, match=f"{out}.*other data.*seed"):
+        train(other, out, _quick(small_config), resume=True, progress=False)
+    assert (out / "data.json").read_text() == recorded
+    assert not (out / "grouping.npz").exists()
+
+
+def test_resume_refuses_other_files_and_accepts_the_same_files_moved(tmp_path, small_data, small_config):
+    import shutil
+
+    from peel.data import load, save_presplit, synthetic_dataset
+    from peel.errors import PeelError
+    from peel.training.pipeline import train
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    save_presplit(small_data, first)
+    save_presplit(synthetic_dataset(n_users=300, n_items=200, mean_interactions=20, seed=4), second)
+    out = tmp_path / "run"
+    train(load(first), out, _quick(small_config), data_path=first, progress=False, stop_after="pretrain")
+    with pytest.raises(PeelError, match=r"was trained on other data: \w+\.txt sha256 \w+ differs"):
+        train(load(second), out, _quick(small_config), data_path=second, resume=True, progress=False,
+              stop_after="pretrain")
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    train(load(moved), out, _quick(small_config), data_path=moved, resume=True, progress=False,
+          stop_after="pretrain")
+    assert json.loads((out / "data.json").read_text())["source"] == str(moved)
+
+
+def test_a_start_refused_by_the_data_writes_nothing(tmp_path, small_data, small_config):
+    from peel.errors import ConfigError, PeelError
+    from peel.training.pipeline import train
+
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="item_groups = 500 exceeds the item count"):
+        train(small_data, out, small_config.with_overrides(["grouping.item_groups=500"]), progress=False)
+    with pytest.raises(PeelError, match="needs a path"):
+        train(small_data.replace(report=()), out, small_config, progress=False)
+    assert not out.exists() or not any(out.iterdir())
+    train(small_data, out, _quick(small_config), progress=False, stop_after="pretrain")  # the corrected rerun
+
+
+def test_train_refuses_a_non_empty_directory_that_is_not_a_run(tmp_path, small_data, small_config):
+    from peel.errors import PeelError
+    from peel.training.pipeline import train
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for resume in (False, True):
+        with pytest.raises(PeelError, match=f"{out} is not empty and holds no run"):
+            train(small_data, out, _quick(small_config), resume=resume, progress=False)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PeelError, match="not a directory"):
+        train(small_data, tmp_path / "file", _quick(small_config), progress=False)
+
+
+def test_resume_with_another_executor_and_thread_count(tmp_path, small_data, small_config, monkeypatch):
+    import peel.training.pipeline as pipeline
+    from peel.training.executor import run_tasks
+
+    out = tmp_path / "run"
+    config = _quick(small_config)
+    pipeline.train(small_data, out, config, progress=False, stop_after="pretrain")
+    used = []
+
+    def fake_ray(fn, tasks, *, executor, **kwargs):  # the executor's own equivalence is test_finetune's
+        used.append(executor)
+        return run_tasks(fn, tasks, executor="local", **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_tasks", fake_ray)
+    ray_config = dataclasses.replace(config, executor="ray", threads=1)
+    pipeline.train(small_data, out, ray_config, resume=True, progress=False)
+    assert used == ["ray"] and (out / "finetune" / "group_0.npz").exists()
+    assert "executor ray" in (out / "log.txt").read_text()
+    with pytest.raises(pipeline.PeelError, match="differs"):  # what the run computes still must not change
+        pipeline.train(small_data, out, dataclasses.replace(ray_config, seed=1), resume=True, progress=False)

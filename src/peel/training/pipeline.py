@@ -14,6 +14,7 @@ Run directory:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -58,13 +59,42 @@ def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
 
 
 def data_source(data: Interactions, path: str | Path | None) -> dict[str, Any]:
-    """How ``peel evaluate`` finds the data again: a path, or the synthetic generator's seed."""
+    """How ``peel evaluate`` finds the data again (a path, or the synthetic generator's parameters) and
+    its identity, which a resumed run checks: the split files' sha256 or the generator's parameters."""
+    split = next((e for e in data.report if e.get("step") == "split"), None)
     if path is not None:
-        return {"source": str(Path(path).resolve()), "name": data.name}
-    synthetic = next((e for e in data.report if e.get("step") == "synthetic"), None)
-    if synthetic is None:
-        raise PeelError("in-memory data needs a path to be recorded in the run; save it with save_presplit")
-    return {"source": "synthetic", "name": data.name, "synthetic": synthetic}
+        path = Path(path).resolve()
+        source = {"source": str(path), "name": data.name, "identity": _file_identity(path)}
+    else:
+        synthetic = next((e for e in data.report if e.get("step") == "synthetic"), None)
+        if synthetic is None:
+            raise PeelError("in-memory data needs a path to be recorded in the run; save it with save_presplit")
+        identity = {f"synthetic {k}": v for k, v in synthetic.items() if k != "step"}
+        identity |= {f"split {k}": v for k, v in (split or {}).items() if k != "step"}
+        source = {"source": "synthetic", "name": data.name, "synthetic": synthetic, "identity": identity}
+    if split:
+        source["split"] = split
+    return source
+
+
+def _file_identity(path: Path) -> dict[str, str]:
+    from peel.data.stats import file_checksums
+
+    if path.is_dir():
+        return {f"{key.removesuffix('_sha256')}.txt sha256": v for key, v in file_checksums(path).items()}
+    return {f"{path.name} sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _data_difference(recorded: dict[str, Any], source: dict[str, Any]) -> str | None:
+    """What differs between a run's recorded data and ``source`` (None: the same data)."""
+    if "identity" not in recorded:  # a run from before identities were recorded: compare where it came from
+        same = all(recorded.get(k) == source.get(k) for k in ("source", "synthetic"))
+        return None if same else f"source {recorded.get('source')} differs from {source['source']}"
+    old, new = recorded["identity"], source["identity"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key} {old.get(key)} differs from {new.get(key)}"
+    return None
 
 
 def load_data_source(info: dict[str, Any]) -> Interactions:
@@ -92,19 +122,18 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         parent = out
         config = ablation_config(config, ablation)
         out = parent / "ablations" / ablation
-        _share_pretraining(parent, out, config)
         if ablation == "lightgcn":
             stop_after = "pretrain"
+    validate_for_data(config, n_users=data.n_users, n_items=data.n_items)  # nothing is written before the checks
+    source = data_source(data, data_path)
+    _prepare_run_dir(out, config, source, resume=resume)
+    if ablation is not None:
+        _share_pretraining(parent, out, config)
     elif stage_a_from is not None:
         _share_pretraining(Path(stage_a_from), out, config)
-    _prepare_run_dir(out, config, resume=resume)
-    validate_for_data(config, n_users=data.n_users, n_items=data.n_items)
-    source = data_source(data, data_path)
-    split_step = next((e for e in data.report if e.get("step") == "split"), None)
-    if split_step:
-        source["split"] = split_step
-    write_json_atomic(out / "data.json", source)
     handler = _attach_log(out / "log.txt")
+    log.info("train %s: executor %s, threads %d%s", out, config.executor, config.threads,
+             ", resume" if resume else "")
     try:
         return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after)
     finally:
@@ -213,17 +242,37 @@ def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResul
     return summary
 
 
-def _prepare_run_dir(out: Path, config: PeelConfig, *, resume: bool) -> None:
+def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], *, resume: bool) -> None:
+    """Refuse what is not this run (another run, other data, a directory of something else), then
+    record the config and the data. Executor and threads may change on resume: they do not change results."""
+    if out.exists() and not out.is_dir():
+        raise PeelError(f"run directory {out} exists and is not a directory")
     config_path = out / "config.json"
     if config_path.exists():
         if not resume:
             raise PeelError(f"run directory {out} already holds a run; pass --resume to continue it "
                             "or choose another --out")
         saved = PeelConfig.from_json(config_path)
-        if saved != config:
-            raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config")
+        if _computed(saved) != _computed(config):
+            raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config "
+                            "(only executor and threads may change)")
+        data_path = out / "data.json"
+        difference = _data_difference(json.loads(data_path.read_text()), source) if data_path.exists() else None
+        if difference:
+            raise PeelError(f"run {out} was trained on other data: {difference}; resume it with its own data "
+                            f"({json.loads(data_path.read_text())['source']})")
+    elif out.is_dir() and any(out.iterdir()):
+        raise PeelError(f"run directory {out} is not empty and holds no run (no config.json); "
+                        "choose a new or empty --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_path, config.to_dict())
+    if not config_path.exists():
+        write_json_atomic(config_path, config.to_dict())
+    write_json_atomic(out / "data.json", source)
+
+
+def _computed(config: PeelConfig) -> PeelConfig:
+    """The config without how it is executed (executor, threads)."""
+    return dataclasses.replace(config, executor="local", threads=0)
 
 
 def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
@@ -236,6 +285,8 @@ def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
         embeddings = candidate / "pretrain" / "embeddings.npz"
         if candidate == out or not embeddings.exists() or not (candidate / "config.json").exists():
             continue
+        if _data_difference(_read_json(candidate / "data.json"), _read_json(out / "data.json")) is not None:
+            continue
         other = PeelConfig.from_json(candidate / "config.json")
         if other.model == config.model and other.pretrain == config.pretrain and other.seed == config.seed:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +296,10 @@ def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
                     os.link(candidate / "pretrain" / extra, out / "pretrain" / extra)
             log.info("%s: stage a shared with %s", out, candidate)
             return
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _attach_log(path: Path) -> logging.Handler:
