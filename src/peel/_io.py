@@ -44,9 +44,10 @@ def _umask() -> int:
     return mask
 
 
-def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = (), *,
+                   cwd: bool = True) -> None:
     """Refuse an output directory equal to, inside or containing an input (paths resolved, symlinks
-    followed), or containing the current directory: writing it would replace what is being read."""
+    followed), or (``cwd``) containing the current directory: writing it would replace what is read."""
     from peel.errors import PeelError
 
     target = Path(out).resolve()
@@ -55,9 +56,9 @@ def refuse_overlap(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLi
         if target.is_relative_to(source) or source.is_relative_to(target):
             relation = "is" if target == source else "is inside" if target.is_relative_to(source) else "contains"
             raise PeelError(f"output {target} {relation} the input {source}; choose an output outside it")
-    cwd = Path.cwd().resolve()
-    if cwd.is_relative_to(target):
-        raise PeelError(f"output {target} is or contains the current directory {cwd}; choose another output")
+    here = Path.cwd().resolve()
+    if cwd and here.is_relative_to(target):
+        raise PeelError(f"output {target} is or contains the current directory {here}; choose another output")
 
 
 @contextlib.contextmanager

@@ -142,3 +142,15 @@ def test_resume_with_another_executor_and_thread_count(tmp_path, small_data, sma
     assert "executor ray" in (out / "log.txt").read_text()
     with pytest.raises(pipeline.PeelError, match="differs"):  # what the run computes still must not change
         pipeline.train(small_data, out, dataclasses.replace(ray_config, seed=1), resume=True, progress=False)
+
+
+def test_train_refuses_a_run_directory_inside_its_data(tmp_path, small_data, small_config):
+    from peel.data import save_presplit
+    from peel.errors import PeelError
+    from peel.training.pipeline import train
+
+    data_dir = save_presplit(small_data, tmp_path / "data")
+    (tmp_path / "link").symlink_to(data_dir)
+    with pytest.raises(PeelError, match=f"is inside the input {data_dir}"):
+        train(small_data, tmp_path / "link" / "run", small_config, data_path=data_dir, progress=False)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["stats.json", "test.txt", "train.txt", "valid.txt"]

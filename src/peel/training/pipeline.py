@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from peel._io import write_json_atomic
+from peel._io import refuse_overlap, write_json_atomic
 from peel.config import PeelConfig, validate_for_data
 from peel.data.interactions import Interactions
 from peel.errors import ConfigError, PeelError
@@ -125,6 +125,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         if ablation == "lightgcn":
             stop_after = "pretrain"
     validate_for_data(config, n_users=data.n_users, n_items=data.n_items)  # nothing is written before the checks
+    refuse_overlap(out, [data_path] if data_path is not None else [], cwd=False)
     source = data_source(data, data_path)
     _prepare_run_dir(out, config, source, resume=resume)
     if ablation is not None:
