@@ -134,3 +134,22 @@ def test_no_diversity_ablation_needs_a_run_with_the_regularizer(small_config):
         ablation_config(small_config, "no_diversity")
     paper = small_config.with_overrides(["pretrain.lambda_div=0.001"])
     assert ablation_config(paper, "no_diversity").pretrain.lambda_div == 0
+
+
+def test_evaluate_overrides_apply_to_the_runs_own_device_options(trained, tmp_path):
+    import shutil
+
+    from peel.errors import ConfigError
+    from peel.evaluation.report import evaluate_runs
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    config = json.loads((run / "config.json").read_text())
+    config["device"] |= {"eq10_scale": "paper", "blocks": "transformed"}  # device options do not change training
+    (run / "config.json").write_text(json.dumps(config))
+    plain = evaluate_runs(run, "60%,100%", split="valid")
+    # an override that restates one of the run's options changes nothing (it used to reset the rest to defaults)
+    assert evaluate_runs(run, "60%,100%", split="valid", overrides=["device.eq10=masked"]) == plain
+    assert evaluate_runs(run, "60%,100%", split="valid", overrides=["device.eq10_scale=sqrt"]) != plain
+    with pytest.raises(ConfigError, match="only device options.*pretrain.lr"):
+        evaluate_runs(run, "100%", overrides=["pretrain.lr=0.5"])

@@ -9,7 +9,8 @@ from typing import Any
 
 from peel.budget import Budget, full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
-from peel.errors import PeelError
+from peel.config import PeelConfig
+from peel.errors import ConfigError, PeelError
 
 ABLATION_LABELS = {
     "random_item_groups": "PEEL w/o PopSeg (random item groups)",
@@ -32,7 +33,6 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
                   split: str = "test", ablations: bool = False, overrides: list[str] | None = None,
                   ks: tuple[int, ...] = (20, 50)) -> list[dict[str, Any]]:
     """Rows of {method, budget, bytes_used, metrics...}; ablation runs that do not exist get an error row."""
-    from peel.config import PeelConfig
     from peel.run import TrainedRun, evaluate_pretrained, evaluate_run
     from peel.training.pipeline import load_data_source
 
@@ -40,8 +40,9 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
     if not (run / "data.json").exists():
         raise PeelError(f"{run} is not a run directory (no data.json); create one with peel train")
     data = load_data_source(json.loads((run / "data.json").read_text()))
-    device = PeelConfig().with_overrides(overrides or []).device if overrides else None
-    main = TrainedRun.load(run, device=device)
+    main = TrainedRun.load(run)
+    if overrides:
+        main.config = _with_device_overrides(main.config, overrides)
     parsed = resolve_budgets(budgets, n_items=data.n_items, dim=main.config.model.dim, name=data.name,
                              paper_equivalent=paper_equivalent, reference=reference)
     rows = [{"method": "PEEL", **r} for r in evaluate_run(main, data, parsed, split=split, ks=ks)]
@@ -51,10 +52,11 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
         path = run / "ablations" / name
         try:
             ablation_run = TrainedRun.load(path)
-            if device is not None:  # the same device options as the main run, except the ablated one
+            if overrides:  # the same overrides as the main run, except for the ablated option
                 selection = ablation_run.config.device.block_selection
+                config = _with_device_overrides(ablation_run.config, overrides)
                 ablation_run.config = dataclasses.replace(
-                    ablation_run.config, device=dataclasses.replace(device, block_selection=selection))
+                    config, device=dataclasses.replace(config.device, block_selection=selection))
         except (PeelError, FileNotFoundError):
             rows.append({"method": label, "error": f"not trained: peel train --ablation {name} --out {run}"})
             continue
@@ -69,3 +71,12 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
         rows.append({"method": "LightGCN (full size)",
                      "error": f"not trained: peel train --ablation lightgcn --out {run}"})
     return rows
+
+
+def _with_device_overrides(config: PeelConfig, overrides: list[str]) -> PeelConfig:
+    """The run's own config with ``device.*`` overrides applied (other sections would change training)."""
+    other = [o for o in overrides if not o.strip().startswith("device.")]
+    if other:
+        raise ConfigError(f"evaluate --set takes only device options (device.eq10, device.blocks, ...), "
+                          f"got {other[0]!r}")
+    return config.with_overrides(overrides)
