@@ -154,3 +154,26 @@ def test_train_refuses_a_run_directory_inside_its_data(tmp_path, small_data, sma
     with pytest.raises(PeelError, match=f"is inside the input {data_dir}"):
         train(small_data, tmp_path / "link" / "run", small_config, data_path=data_dir, progress=False)
     assert sorted(p.name for p in data_dir.iterdir()) == ["stats.json", "test.txt", "train.txt", "valid.txt"]
+
+
+def test_summary_keeps_the_seconds_of_stages_finished_before_a_kill(tmp_path, small_data, small_config, monkeypatch):
+    import peel.training.pipeline as pipeline
+
+    out = tmp_path / "run"
+    config = _quick(small_config)
+    pipeline.train(small_data, out, config, progress=False, stop_after="pretrain")
+    pretrain_seconds = json.loads((out / "summary.json").read_text())["seconds"]["pretrain"]
+    original = pipeline.finetune_group
+
+    def killed(task):
+        raise Killed
+
+    monkeypatch.setattr(pipeline, "finetune_group", killed)  # resumed, then killed in stage b
+    with pytest.raises(Killed):
+        pipeline.train(small_data, out, config, resume=True, progress=False)
+    monkeypatch.setattr(pipeline, "finetune_group", original)
+    summary = pipeline.train(small_data, out, config, resume=True, progress=False)
+    seconds = json.loads((out / "summary.json").read_text())["seconds"]
+    assert seconds == summary["seconds"] and set(seconds) == {"pretrain", "grouping", "finetune", "total"}
+    assert seconds["pretrain"] == pretrain_seconds
+    assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"), abs=0.05)

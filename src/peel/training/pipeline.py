@@ -157,6 +157,7 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
             "epochs_run": result.loop.epochs_run, "seconds": result.loop.seconds, "history": result.loop.history})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
         timings["pretrain"] = time.perf_counter() - t0
+        _write_summary(out, timings, groups=[])  # each finished stage's time survives a later kill
     user_vectors, item_vectors = load_pretrained(embeddings)
     if stop_after == "pretrain":
         return _write_summary(out, timings, groups=[])
@@ -165,6 +166,7 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     item_group, user_group = _grouping(data, out, config, user_vectors)
     if fresh:
         timings["grouping"] = time.perf_counter() - t1
+        _write_summary(out, timings, groups=[])
     t2 = time.perf_counter()
     pending = len(list((out / "finetune").glob("group_*.npz"))) if (out / "finetune").exists() else 0
     groups = _finetune(data, out, config, user_vectors, item_vectors, item_group, user_group,
@@ -229,7 +231,7 @@ def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: n
 
 def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResult]) -> dict[str, Any]:
     """Stage times of this invocation; a stage skipped because it was done keeps its recorded time
-    (a stage resumed after a kill records only the time after the resume)."""
+    (written when it finished; a stage resumed after a kill records only the time after the resume)."""
     path = out / "summary.json"
     recorded = json.loads(path.read_text()).get("seconds", {}) if path.exists() else {}
     seconds = {k: v for k, v in recorded.items() if k != "total"}
