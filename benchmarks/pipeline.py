@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from peel.bench import write_result
-from peel.config import config_from_sources
+from peel.config import DeviceConfig, config_from_sources
 from peel.data import load
 from peel.evaluation.report import evaluate_runs
 from peel.run import TrainedRun, evaluate_run
@@ -158,6 +158,14 @@ def stage_times(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _sweep_label(row: dict[str, Any]) -> str:
+    """A sweep row's ``default`` is the run's own setting; say so when today's default differs."""
+    current = getattr(DeviceConfig(), row["option"].split(".", 1)[1])
+    if not row["default"]:
+        return ""
+    return " (default)" if row["value"] == current else f" (the default at the time of this run; now {current})"
+
+
 def markdown(payload: dict[str, Any]) -> str:
     lines = [f"## PEEL pipeline on {payload['dataset']}", "", "### Wall time", "",
              "| stage | seconds |", "|---|---|"]
@@ -172,7 +180,7 @@ def markdown(payload: dict[str, Any]) -> str:
         lines += ["", "### Device options (validation NDCG@50 per budget, one factor at a time)", "",
                   "| option | value | " + " | ".join(budgets) + " | mean |", "|---|---|" + "---|" * (len(budgets) + 1)]
         for r in payload["sweep"]:
-            mark = " (default)" if r["default"] else ""
+            mark = _sweep_label(r)
             cells = " | ".join(f"{v:.5f}" for v in r["valid_ndcg@50"])
             mean = sum(r["valid_ndcg@50"]) / len(r["valid_ndcg@50"])
             lines.append(f"| {r['option']} | {r['value']}{mark} | {cells} | {mean:.5f} |")

@@ -1,7 +1,7 @@
 """Units, their importance order, budget selection and Eq. 10 ranking. numpy only.
 
 A *unit* is block n of every item in item group g (|V_g| x d floats). One user group's bundle is
-its units in a fixed order; a budget keeps a prefix of that order (DESIGN.md, ERRATA issue 4).
+its units in a fixed order; a budget keeps a prefix of that order (DESIGN.md, pipeline).
 The server evaluation and the device runtime both use these functions, so what the server
 reports at a budget is what a device computes.
 """
@@ -18,7 +18,9 @@ BYTES_PER_FLOAT = 4
 EQ10_READINGS = ("masked", "fold")
 # Eq. 10 normalizer of an item group with |S_g| kept blocks: the paper's s_max/|S_g| equalizes the expected
 # score; "sqrt" (sqrt(s_max/|S_g|)) equalizes its spread, so items with few kept blocks do not flood the
-# top-K with amplified noise; "none" leaves partial dot products as they are (methods.md §11, ERRATA issue 3).
+# top-K with amplified noise; "none" leaves partial dot products as they are. "sqrt" is the default because
+# it measured best: benchmarks/results/pipeline_amazon-book-sub.md ("Device options"; README, peel evaluate;
+# recorded in methods.md §11).
 EQ10_SCALES = ("sqrt", "paper", "none")
 
 

@@ -69,3 +69,14 @@ def test_pipeline_batch_report_compares_at_equal_epochs(tmp_path) -> None:
     _fake_pretraining(tmp_path / "sample", 4096, 0.001, {3: 0.2}, eval_users=5)
     with pytest.raises(SystemExit, match="different validation samples"):
         script.batch_report(main, [tmp_path / "sample"])
+
+
+def test_pipeline_sweep_labels_the_runs_setting_against_todays_default() -> None:
+    script = _pipeline_script()
+    sweep = [{"option": "device.blocks", "value": value, "default": value == "transformed", "budgets": ["5MB"],
+              "valid_ndcg@50": [0.1]} for value in ("transformed", "raw")]
+    sweep.append({"option": "device.eq10", "value": "masked", "default": True, "budgets": ["5MB"],
+                  "valid_ndcg@50": [0.1]})
+    text = script.markdown({"dataset": "x", "times": {"seconds": {}}, "rows": [], "sweep": sweep})
+    assert "| device.blocks | transformed (the default at the time of this run; now raw) |" in text
+    assert "| device.blocks | raw |" in text and "| device.eq10 | masked (default) |" in text

@@ -1,8 +1,9 @@
 """Export a trained run to device bundles: group_<g>.peelb per user group, users.peelb and index.json.
 
 Each bundle holds its user group's units in importance order (methods.md §9) with the blocks the
-device scores with (``device.blocks``: BatchNorm + tanh folded in by default). With ``max_budget`` only
-the prefix of units that fits it is written. The directory is built aside and renamed into place.
+device scores with (``device.blocks``, by default ``raw``: the fine-tuned table as is; ``transformed``
+folds BatchNorm + tanh in). With ``max_budget`` only the prefix of units that fits it is written. The
+directory is built aside and renamed into place.
 """
 
 from __future__ import annotations
