@@ -67,8 +67,10 @@ def test_resume_refuses_other_synthetic_data(tmp_path, small_data, small_config)
     other = synthetic_dataset(n_users=300, n_items=200, mean_interactions=20, seed=4)
     with pytest.raises(PeelError, match=f"{out}.*other data.*seed"):
         train(other, out, _quick(small_config), resume=True, progress=False)
+    with pytest.raises(PeelError, match=f"{out}.*other data.*seed"):  # an ablation beside it, too
+        train(other, out, _quick(small_config), ablation="single_user_group", progress=False)
     assert (out / "data.json").read_text() == recorded
-    assert not (out / "grouping.npz").exists()
+    assert not (out / "grouping.npz").exists() and not (out / "ablations").exists()
 
 
 def test_resume_refuses_other_files_and_accepts_the_same_files_moved(tmp_path, small_data, small_config):

@@ -115,7 +115,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     With ``ablation``, the run goes to ``out/ablations/<name>`` with the ablation's config, reusing
     the main run's stage a when the ablation does not change it. ``stop_after='pretrain'`` stops there.
     ``stage_a_from``: a finished run (or a folder of runs with an ``ablations/`` beside) whose stage a
-    is reused (hard-linked) when its model, pretraining config and seed equal this one's.
+    is reused (hard-linked) when its model, pretraining config, seed and data equal this one's.
     """
     out = Path(out)
     if ablation is not None:
@@ -127,6 +127,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     validate_for_data(config, n_users=data.n_users, n_items=data.n_items)  # nothing is written before the checks
     refuse_overlap(out, [data_path] if data_path is not None else [], cwd=False)
     source = data_source(data, data_path)
+    if ablation is not None:  # an ablation is compared with its main run: the same data
+        _check_same_data(parent, source)
     _prepare_run_dir(out, config, source, resume=resume)
     if ablation is not None:
         _share_pretraining(parent, out, config)
@@ -259,11 +261,7 @@ def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], *, r
         if _computed(saved) != _computed(config):
             raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config "
                             "(only executor and threads may change)")
-        data_path = out / "data.json"
-        difference = _data_difference(json.loads(data_path.read_text()), source) if data_path.exists() else None
-        if difference:
-            raise PeelError(f"run {out} was trained on other data: {difference}; resume it with its own data "
-                            f"({json.loads(data_path.read_text())['source']})")
+        _check_same_data(out, source)
     elif out.is_dir() and any(out.iterdir()):
         raise PeelError(f"run directory {out} is not empty and holds no run (no config.json); "
                         "choose a new or empty --out")
@@ -271,6 +269,14 @@ def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], *, r
     if not config_path.exists():
         write_json_atomic(config_path, config.to_dict())
     write_json_atomic(out / "data.json", source)
+
+
+def _check_same_data(run: Path, source: dict[str, Any]) -> None:
+    recorded = _read_json(run / "data.json")
+    difference = _data_difference(recorded, source) if recorded else None
+    if difference:
+        raise PeelError(f"run {run} was trained on other data: {difference}; use it with its own data "
+                        f"({recorded['source']})")
 
 
 def _computed(config: PeelConfig) -> PeelConfig:
