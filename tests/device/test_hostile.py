@@ -168,3 +168,38 @@ def test_index_json_that_is_a_directory(tmp_path: Path) -> None:
     (folder / "index.json").mkdir(parents=True)
     with pytest.raises(BundleError, match="index"):
         ExportIndex.open(folder)
+
+
+def test_recommend_json_with_nan_scores_is_strict_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle whose unit holds NaN (valid CRC) scores NaN; `peel recommend --json` still prints valid JSON."""
+    import zlib
+
+    from peel.cli import main
+    from peel.device import write_items_bundle
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    group = folder / "group_0.peelb"
+    write_items_bundle(group, blocks=np.ones((3, 1, 2)), item_group=np.zeros(3, dtype=np.int64), unit_order=[(0, 0)])
+    header, data = split(group)
+    unit = header["units"][0]
+    begin, end = unit["data_offsets"]
+    payload = np.full((end - begin) // 4, np.nan, dtype="<f4").tobytes()
+    unit["crc32"] = zlib.crc32(payload)
+    rewrite(group, header, data[:begin] + payload)
+    write_users_file(folder / "users.peelb", user_vectors=np.ones((1, 2)), user_group=[0], n_items=3,
+                     user_ids=["u1"])
+    (folder / "index.json").write_text(json.dumps({"format": "peel-bundle-index", "version": 1,
+                                                   "users": {"file": "users.peelb"},
+                                                   "groups": [{"user_group": 0, "file": "group_0.peelb"}]}))
+    monkeypatch.setattr(sys, "argv", ["peel", "recommend", str(folder), "--user", "u1", "-k", "2", "--json"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 0
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    result = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert result["scores"] == [None, None] and len(result["items"]) == 2
