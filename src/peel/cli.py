@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from peel.errors import PeelError
@@ -21,16 +23,26 @@ console = Console()
 
 
 def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=_json_default))
+    """Strict JSON: a non-finite number (NaN, +-inf) is written as null, never as bare ``NaN``."""
+    typer.echo(json.dumps(_finite_json(obj), indent=2, allow_nan=False))
 
 
-def _json_default(value: Any) -> Any:
+def _finite_json(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as Python values and non-finite floats as None."""
+    import math
+
     import numpy as np
 
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float):
+        return value
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
@@ -307,12 +319,48 @@ def demo(
         _print_json(result)
 
 
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error (or set PEEL_DEBUG=1).")]
+    = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+def _debugging() -> bool:
+    return _STATE["debug"] or os.environ.get("PEEL_DEBUG", "").strip() not in ("", "0")
+
+
+def _error_line(exc: Exception) -> str:
+    """One line for any error: the message of a project error, the path of an OS error, else an internal error."""
+    if isinstance(exc, PeelError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        detail = exc.strerror or str(exc)
+        text = f"{exc.filename}: {detail}" if exc.filename is not None else detail
+    else:
+        text = f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback"
+    return " ".join(text.split("\n"))
+
+
 def main() -> None:
-    """Entry point: project errors become one clear line on stderr and exit code 2."""
+    """Entry point: every error becomes one line on stderr and exit code 2; Ctrl-C exits 130 quietly.
+
+    ``peel --debug ...`` or PEEL_DEBUG=1 re-raises instead, with the traceback.
+    """
+    _STATE["debug"] = False
     try:
         app()
-    except PeelError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if _debugging():
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(_error_line(exc))}", highlight=False,
+                                   soft_wrap=True)
         sys.exit(2)
 
 

@@ -111,9 +111,16 @@ class PeelConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> PeelConfig:
         try:
-            values = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+            raw = Path(path).read_bytes()
+            values = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(f"{path}, line {line}: not UTF-8 text (bytes {raw[exc.start:exc.end]!r}); "
+                              "a TOML config must be UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({type(exc).__name__}: {exc})") from None
         return cls.from_dict(values)
 
     @classmethod

@@ -120,9 +120,14 @@ def select(order: np.ndarray, layout: UnitLayout, budget_bytes: int) -> Selectio
 def block_scale(kept_mask: np.ndarray, scale: str = "paper") -> np.ndarray:
     """Eq. 10's normalizer per item group: s_max / |S_g| ('paper'), its square root ('sqrt') or 1
     ('none'); 0 for a group with no kept block."""
+    return count_scale(kept_mask.sum(axis=1), scale)
+
+
+def count_scale(kept_counts: np.ndarray, scale: str = "paper") -> np.ndarray:
+    """:func:`block_scale` from |S_g|, the kept blocks of every item group (no G_v x N mask needed)."""
     if scale not in EQ10_SCALES:
         raise ConfigError(f"eq10 scale must be one of {EQ10_SCALES}, got {scale!r}")
-    counts = kept_mask.sum(axis=1).astype(np.float64)
+    counts = np.asarray(kept_counts).astype(np.float64)
     ratio = np.divide(counts.max(), counts, out=np.zeros_like(counts), where=counts > 0)
     if scale == "sqrt":
         return np.sqrt(ratio)

@@ -139,6 +139,7 @@ def test_random_bytes(tmp_path_factory: pytest.TempPathFactory, blob: bytes, pre
 JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**70),
                         st.floats(allow_nan=False, allow_infinity=False),
                         st.text(max_size=5), st.lists(st.integers(-2, 600), max_size=3),
+                        st.lists(st.integers(2**40, 2**53 - 1), min_size=200, max_size=800),  # huge shapes
                         st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 

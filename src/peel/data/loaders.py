@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peel.data.ids import int_ids, integer_id_space, mapped_id_space, read_file, table_ids, utf8_text
 from peel.data.interactions import SPLIT_CODES, SPLITS, Interactions
 from peel.errors import DataError
 
@@ -81,7 +82,7 @@ def load(
 def read_adjacency(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse ``user item item ...`` lines into (user, item, line) arrays, line numbers 1-based."""
     path = Path(path)
-    raw = path.read_bytes()
+    raw = read_file(path)
     if not raw.strip():
         raise DataError(f"{path}: file is empty; expected lines of 'user_id item_id item_id ...'")
     buf = np.frombuffer(raw, dtype=np.uint8)
@@ -105,11 +106,14 @@ def read_adjacency(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def load_adjacency(path: str | Path, *, name: str = "") -> Interactions:
-    """One adjacency file; ids are kept as they are (item count = largest id + 1)."""
+    """One adjacency file; dense ids are kept as they are (item count = largest id + 1), sparse ones are
+    remapped (ids.integer_id_space)."""
     user, item, _ = read_adjacency(path)
     if len(user) == 0:
         raise DataError(f"{path}: no interactions (every line holds only a user id)")
-    return Interactions.from_internal(user, item, n_users=int(user.max()) + 1, n_items=int(item.max()) + 1,
+    users, items = integer_id_space(user, "user"), integer_id_space(item, "item")
+    return Interactions.from_internal(users.internal, items.internal, n_users=users.n, n_items=items.n,
+                                      user_ids=users.raw, item_ids=items.raw, report=users.report + items.report,
                                       name=name or Path(path).stem)
 
 
@@ -117,7 +121,8 @@ def load_adjacency(path: str | Path, *, name: str = "") -> Interactions:
 def load_presplit(directory: str | Path, *, cold_items: str = "keep", name: str = "") -> Interactions:
     """A directory with train.txt, valid.txt, test.txt (and optional user_ids.txt / item_ids.txt).
 
-    Users and items count up to the largest id + 1 over all three files. Items seen only in
+    Without an id map, users and items count up to the largest id + 1 over all three files (sparse ids are
+    remapped: ids.integer_id_space). Items seen only in
     valid/test (cold items) are handled by ``cold_items``: keep (default), drop (reported) or error.
     """
     directory = Path(directory)
@@ -134,15 +139,11 @@ def load_presplit(directory: str | Path, *, cold_items: str = "keep", name: str 
     split = np.concatenate([np.full(len(p[1]), SPLIT_CODES[s], np.int8) for p, s in zip(parts, SPLITS, strict=True)])
     if cold_items == "error":
         _refuse_cold_items(parts)
-    user_ids = _read_id_map(directory / "user_ids.txt")
-    item_ids = _read_id_map(directory / "item_ids.txt")
-    n_users = len(user_ids) if user_ids is not None else int(user.max()) + 1
-    n_items = len(item_ids) if item_ids is not None else int(item.max()) + 1
-    for label, ids, n in (("user", user, n_users), ("item", item, n_items)):
-        if ids.max() >= n:
-            raise DataError(f"{directory}: {label} id {ids.max()} has no entry in {label}_ids.txt ({n} entries)")
-    data = Interactions.from_internal(user, item, n_users=n_users, n_items=n_items, user_ids=user_ids,
-                                      item_ids=item_ids, split=split, name=name or directory.name)
+    users, items = (mapped_id_space(ids, _read_id_map(directory / f"{label}_ids.txt"), label, directory)
+                    for label, ids in (("user", user), ("item", item)))
+    data = Interactions.from_internal(users.internal, items.internal, n_users=users.n, n_items=items.n,
+                                      user_ids=users.raw, item_ids=items.raw, split=split,
+                                      report=users.report + items.report, name=name or directory.name)
     return data.drop_cold_items() if cold_items == "drop" else data
 
 
@@ -160,7 +161,7 @@ def _refuse_cold_items(parts: list[tuple[Path, np.ndarray, np.ndarray, np.ndarra
 def _read_id_map(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None
-    ids = np.array(path.read_text().splitlines())
+    ids = np.array(utf8_text(read_file(path), path).splitlines())
     if len(ids) == 0:
         raise DataError(f"{path}: id map is empty")
     if np.char.isdigit(ids).all():
@@ -216,7 +217,7 @@ def save_presplit(data: Interactions, directory: str | Path, *, overwrite: bool 
 def _read_delimited(path: Path, *, sep: str, header: bool, names: list[str] | None = None,
                     text: bytes | None = None) -> tuple[pd.DataFrame, int]:
     """Read a delimited file with every field as a string. Returns (frame, line of row 0)."""
-    source = text if text is not None else path.read_bytes()
+    source = text if text is not None else read_file(path)
     if not source.strip():
         raise DataError(f"{path}: file is empty")
     try:
@@ -232,6 +233,9 @@ def _read_delimited(path: Path, *, sep: str, header: bool, names: list[str] | No
         raise DataError(f"{path}: malformed line: {message}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
+    except UnicodeDecodeError:
+        utf8_text(source, path)  # a DataError naming the line
+        raise
     first_line = 2 if header else 1
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas silently turns the first field into an index when the first data line has one field too many
@@ -244,7 +248,7 @@ def _read_delimited(path: Path, *, sep: str, header: bool, names: list[str] | No
 
 def _line_text(path: Path, line: int) -> str:
     """Line ``line`` (1-based) of the file as text, for error messages."""
-    lines = path.read_bytes().split(b"\n")
+    lines = read_file(path).split(b"\n")
     return lines[line - 1].rstrip(b"\r").decode(errors="replace") if 0 < line <= len(lines) else ""
 
 
@@ -268,30 +272,13 @@ def _require_present(frame: pd.DataFrame, cols: list[str], path: Path, first_lin
     """Every listed column has a non-empty value in every row."""
     for col in cols:
         values = frame[col]
-        missing = values.isna().to_numpy() | (values.fillna("").astype(str).str.strip() == "").to_numpy()
+        missing = values.isna().to_numpy()
+        if pd.api.types.is_string_dtype(values.dtype) or values.dtype == object:
+            missing = missing | (values.fillna("").astype(str).str.strip() == "").to_numpy()
         if missing.any():
             i = int(np.argmax(missing))
             raise DataError(f"{path}, {unit} {frame.index[i] + first_line}: missing value in column {col!r} "
                             f"(row: {frame.iloc[i].tolist()})")
-
-
-def _int_ids(values: pd.Series, col: str, path: Path, first_line: int, unit: str) -> np.ndarray:
-    ok = values.astype(str).str.fullmatch(r"\s*\d{1,18}\s*").to_numpy()
-    if not ok.all():
-        i = int(np.argmax(~ok))
-        raise DataError(f"{path}, {unit} {values.index[i] + first_line}: column {col!r} must be a "
-                        f"non-negative integer id, got {values.iloc[i]!r}")
-    return values.astype(np.int64).to_numpy()
-
-
-def _string_or_int_ids(values: pd.Series) -> np.ndarray:
-    """Integer ids when every value is an integer, else the strings themselves."""
-    if pd.api.types.is_integer_dtype(values.dtype):
-        return values.to_numpy(np.int64)
-    text = values.astype(str).str.strip()
-    if text.str.fullmatch(r"\d{1,18}").all():
-        return text.astype(np.int64).to_numpy()
-    return text.to_numpy(dtype=object)
 
 
 def _numbers(values: pd.Series, col: str, path: Path, first_line: int, unit: str) -> np.ndarray:
@@ -332,7 +319,7 @@ def load_movielens(path: str | Path, *, min_rating: float | None = None, name: s
         frame = frame.rename(columns={"userId": "user", "movieId": "item"})
     elif path.name.endswith(".dat"):
         frame, first = _read_delimited(path, sep="\t", header=False, names=names,
-                                       text=path.read_bytes().replace(b"::", b"\t"))
+                                       text=read_file(path).replace(b"::", b"\t"))
     else:
         frame, first = _read_delimited(path, sep="\t", header=False, names=names)
     frame, blanks = _drop_blank_rows(frame)
@@ -340,10 +327,10 @@ def load_movielens(path: str | Path, *, min_rating: float | None = None, name: s
     _require_present(frame, required, path, first, "line")
     return _build(
         path, frame,
-        users=_int_ids(frame["user"], "user", path, first, "line"),
-        items=_int_ids(frame["item"], "item", path, first, "line"),
+        users=int_ids(frame["user"], "user", path, first, "line"),
+        items=int_ids(frame["item"], "item", path, first, "line"),
         ratings=_numbers(frame["rating"], "rating", path, first, "line"),
-        timestamp=_int_ids(frame["timestamp"], "timestamp", path, first, "line") if "timestamp" in frame else None,
+        timestamp=int_ids(frame["timestamp"], "timestamp", path, first, "line") if "timestamp" in frame else None,
         min_rating=min_rating, blank_lines=blanks, name=name or path.parent.name,
     )
 
@@ -374,7 +361,8 @@ def load_table(path: str | Path, *, user_col: str, item_col: str, rating_col: st
     _require_present(frame, used, path, first, unit)
     return _build(
         path, frame,
-        users=_string_or_int_ids(frame[user_col]), items=_string_or_int_ids(frame[item_col]),
+        users=table_ids(frame[user_col], user_col, path, first),
+        items=table_ids(frame[item_col], item_col, path, first),
         ratings=None if rating_col is None else _numbers(frame[rating_col], rating_col, path, first, unit),
         timestamp=None if timestamp_col is None else _numbers(frame[timestamp_col], timestamp_col, path, first, unit),
         min_rating=min_rating, blank_lines=blanks, name=name or path.stem,
@@ -401,7 +389,8 @@ def load_recbole(path: str | Path, *, min_rating: float | None = None, user_col:
         raise DataError(f"{path}: min_rating={min_rating} needs a 'rating:float' column")
     return _build(
         path, frame,
-        users=_string_or_int_ids(frame[user_col]), items=_string_or_int_ids(frame[item_col]),
+        users=table_ids(frame[user_col], user_col, path, first),
+        items=table_ids(frame[item_col], item_col, path, first),
         ratings=None if rating_col is None else _numbers(frame[rating_col], rating_col, path, first, "line"),
         timestamp=None if timestamp_col is None else _numbers(frame[timestamp_col], timestamp_col, path, first, "line"),
         min_rating=min_rating, blank_lines=blanks, name=name or path.stem,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from peel.device.bundle import BudgetLike, Bundle
+from peel.device.format import strict_json
 from peel.device.users import Users
 from peel.errors import BundleError
 
@@ -16,6 +16,7 @@ INDEX_FORMAT = "peel-bundle-index"
 INDEX_VERSION = 1
 INDEX_NAME = "index.json"
 USERS_NAME = "users.peelb"
+MAX_INDEX_BYTES = 16 * 2**20  # an index entry per user group is a few hundred bytes
 
 
 def group_file(group: int) -> str:
@@ -27,6 +28,24 @@ def _safe_name(value: Any, where: str) -> str:
             or not value.endswith(".peelb"):
         raise BundleError(f"{where}: bundle file names must be plain '*.peelb' names, got {value!r}")
     return value
+
+
+def _read_index(path: Path) -> Any:
+    """index.json parsed strictly (at most MAX_INDEX_BYTES, UTF-8, no duplicate keys or NaN); BundleError else."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_INDEX_BYTES:
+                raise BundleError(f"{path}: {size:,} bytes exceeds the cap of {MAX_INDEX_BYTES:,} bytes for an index")
+            text = fh.read(MAX_INDEX_BYTES + 1).decode("utf-8")
+        return strict_json(text)
+    except FileNotFoundError:
+        raise BundleError(f"{path.parent} is not an export directory (no {INDEX_NAME}); make one with peel export") \
+            from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the index: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{path}: the index is not valid UTF-8 JSON: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -42,13 +61,7 @@ class ExportIndex:
     def open(cls, directory: str | os.PathLike[str]) -> ExportIndex:
         directory = Path(directory)
         path = directory / INDEX_NAME
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BundleError(f"{directory} is not an export directory (no {INDEX_NAME}); make one with peel export") \
-                from None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise BundleError(f"{path}: cannot read the index: {exc}") from None
+        info = _read_index(path)
         if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT:
             raise BundleError(f"{path}: format must be {INDEX_FORMAT!r}")
         if type(info.get("version")) is not int or info["version"] != INDEX_VERSION:

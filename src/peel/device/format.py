@@ -25,6 +25,8 @@ VERSION = 1
 KINDS = ("items", "users")
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_INT = 2**53  # every JSON integer lies in [0, 2^53): exact in any JSON reader
+MAX_NDIM = 2  # every tensor of the spec is 1-D or 2-D
+MAX_TENSORS = 6  # the longest tensor list of the spec (users file with string ids and histories)
 DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8"), "U8": np.dtype("u1")}
 
 CRC_KEY = b'{"header_crc32":"'
@@ -152,12 +154,17 @@ def decode_header(raw: bytes, where: str) -> dict[str, Any]:
         raise BundleError(f"{where}: header checksum mismatch (stored {stored:08x}, computed {actual:08x}): "
                           "the file is corrupt")
     try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        obj = strict_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BundleError(f"{where}: header is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise BundleError(f"{where}: header must be a JSON object")
     return obj
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` refusing duplicate keys and NaN/Infinity (ValueError or RecursionError on bad input)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -185,7 +192,8 @@ def validate_header(obj: dict[str, Any], where: str, *, data_start: int) -> Head
     _exact_keys(obj, _TOP_KEYS[kind], where, "header", optional=_OPTIONAL_KEYS[kind])
     dims = _dims(obj["dims"], kind, where)
     metadata = _metadata(obj["metadata"], where)
-    tensors = tuple(_tensor(t, where, i) for i, t in enumerate(_list(obj["tensors"], where, "tensors")))
+    tensors = tuple(_tensor(t, where, i) for i, t in enumerate(_list(obj["tensors"], where, "tensors",
+                                                                     most=MAX_TENSORS)))
     _check_tensor_names(tensors, kind, dims, where)
     if kind == "users":
         header = Header(kind, dims, tensors, metadata=metadata, data_start=data_start)
@@ -196,7 +204,8 @@ def validate_header(obj: dict[str, Any], where: str, *, data_start: int) -> Head
         if scale not in EQ10_SCALES:
             raise BundleError(f"{where}: eq10_scale must be one of {EQ10_SCALES}, got {scale!r}")
         bounds = _bounds(obj["item_group_bounds"], dims, where)
-        units = tuple(_unit(u, where, i) for i, u in enumerate(_list(obj["units"], where, "units")))
+        most = dims["n_item_groups"] * dims["n_blocks"]
+        units = tuple(_unit(u, where, i) for i, u in enumerate(_list(obj["units"], where, "units", most=most)))
         _check_units(units, bounds, dims, where)
         header = Header(kind, dims, tensors, units, obj["eq10"], scale, bounds, metadata, data_start)
     _check_offsets(header, where)
@@ -219,9 +228,13 @@ def _int(value: Any, where: str, what: str, lo: int = 0, hi: int = MAX_INT) -> i
     return value
 
 
-def _list(value: Any, where: str, what: str) -> list[Any]:
+def _list(value: Any, where: str, what: str, least: int = 0, most: int = MAX_INT) -> list[Any]:
+    """A JSON array of ``least`` to ``most`` entries (its length is checked before any entry is)."""
     if not isinstance(value, list):
         raise BundleError(f"{where}: {what} must be a JSON array, got {type(value).__name__}")
+    if not least <= len(value) <= most:
+        expected = f"exactly {least:,}" if least == most else f"{least:,} to {most:,}"
+        raise BundleError(f"{where}: {what} must have {expected} entries, got {len(value):,}")
     return value
 
 
@@ -265,9 +278,10 @@ def _tensor(value: Any, where: str, i: int) -> TensorEntry:
         raise BundleError(f"{where}: {what}.name must be a string")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise BundleError(f"{where}: {what} ({name}) dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    shape = tuple(_int(s, where, f"{what}.shape") for s in _list(value["shape"], where, f"{what}.shape"))
+    sizes = _list(value["shape"], where, f"{what}.shape", least=1, most=MAX_NDIM)
+    shape = tuple(_int(s, where, f"{what}.shape[{j}]") for j, s in enumerate(sizes))
     begin, end = _offsets(value["data_offsets"], where, what)
-    if math.prod(shape) * DTYPES[dtype].itemsize != end - begin:
+    if math.prod(shape) * DTYPES[dtype].itemsize != end - begin:  # < 2^108: exact, and quick to print
         raise BundleError(f"{where}: tensor {name!r} of shape {list(shape)} and dtype {dtype} needs "
                           f"{math.prod(shape) * DTYPES[dtype].itemsize:,} bytes, its offsets span {end - begin:,}")
     return TensorEntry(name, dtype, shape, begin, end, _int(value["crc32"], where, f"{what}.crc32", hi=2**32))
@@ -310,9 +324,10 @@ def _check_tensor_names(tensors: tuple[TensorEntry, ...], kind: str, dims: dict[
 
 
 def _bounds(value: Any, dims: dict[str, int], where: str) -> tuple[int, ...]:
-    bounds = tuple(_int(b, where, "item_group_bounds[]") for b in _list(value, where, "item_group_bounds"))
     g_v, n = dims["n_item_groups"], dims["n_items"]
-    if len(bounds) != g_v + 1 or bounds[0] != 0 or bounds[-1] != n:
+    entries = _list(value, where, "item_group_bounds", least=g_v + 1, most=g_v + 1)
+    bounds = tuple(_int(b, where, "item_group_bounds[]") for b in entries)
+    if bounds[0] != 0 or bounds[-1] != n:
         raise BundleError(f"{where}: item_group_bounds must be {g_v + 1} integers from 0 to n_items {n}")
     if any(b > c for b, c in zip(bounds, bounds[1:], strict=False)):
         raise BundleError(f"{where}: item_group_bounds must not decrease, got {list(bounds)}")

@@ -8,7 +8,7 @@ import numpy as np
 
 from peel.budget import Budget
 from peel.errors import BudgetError, BundleError
-from peel.units import EQ10_READINGS, EQ10_SCALES, block_scale
+from peel.units import EQ10_READINGS, EQ10_SCALES, count_scale
 
 if TYPE_CHECKING:
     from peel.device.bundle import BudgetLike, Bundle
@@ -72,12 +72,13 @@ class Recommender:
     def _set_prefix(self, n_units: int, budget: Budget) -> None:
         b = self.bundle
         order = b.unit_order[:n_units]
-        kept_mask = np.zeros((b.n_item_groups, b.n_blocks), dtype=bool)
-        kept_mask[order[:, 0], order[:, 1]] = True
-        kept = kept_mask.sum(axis=1)
-        scale = block_scale(kept_mask, self.eq10_scale).astype(np.float32)  # Eq. 10's normalizer
-        queries = []
+        kept = np.bincount(order[:, 0], minlength=b.n_item_groups)  # units are distinct: |S_g| per group
+        scale = count_scale(kept, self.eq10_scale).astype(np.float32)  # Eq. 10's normalizer
+        queries, empty = [], self._folded[:0]
         for g in range(b.n_item_groups):
+            if self._bounds[g + 1] == self._bounds[g]:  # an empty item group scores nothing: no query
+                queries.append(empty)
+                continue
             if self.eq10 == "masked":  # concatenated user slices of the group's kept blocks, in column order
                 q = self._slices[b._slots[g][: kept[g]]].reshape(-1)
             else:  # 'fold': the folded vector once per kept block

@@ -32,6 +32,7 @@ from peel.training.executor import run_tasks
 from peel.training.finetune import GroupResult, GroupTask, finetune_group
 from peel.training.grouping import item_groups, user_groups
 from peel.training.pretrain import load_pretrained, pretrain
+from peel.training.sampling import check_negatives
 
 log = logging.getLogger("peel")
 
@@ -118,6 +119,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     is reused (hard-linked) when its model, pretraining config, seed and data equal this one's.
     """
     out = Path(out)
+    check_negatives(data)  # a user with every item has no BPR negative: refused before anything is written
     if ablation is not None:
         parent = out
         config = ablation_config(config, ablation)
