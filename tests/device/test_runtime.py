@@ -48,7 +48,7 @@ def test_recommend_is_the_top_k_of_the_scores_without_history(made: Any) -> None
     scores = rec.scores()
     scores[bundle.positions_of(history)] = -np.inf
     best = np.lexsort((np.arange(30), -scores))[:7]
-    ids, top = rec.recommend(k=7)
+    ids, top = rec.recommend(k=7)  # the same recommender scores the same prefix: exact
     np.testing.assert_array_equal(ids, bundle.item_ids.at(best))
     np.testing.assert_array_equal(top, scores[best])
     assert not set(ids.tolist()) & set(history.tolist())
