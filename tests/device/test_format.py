@@ -58,16 +58,16 @@ def test_exact_bytes_of_a_one_unit_bundle(tmp_path: Path) -> None:
     assert header["dims"] == {"n_items": 2, "n_item_groups": 1, "n_blocks": 1, "block_dim": 2, "embedding_dim": 2}
 
 
-def test_fixed_size_case_g1_n1_ranks_by_dot_product(tmp_path: Path, make: Any) -> None:
+def test_fixed_size_case_g1_n1_ranks_by_dot_product(tmp_path: Path, make: Any, same_top_k: Any) -> None:
     made = make(tmp_path / "b.peelb", n_items=50, g_v=1, n_blocks=1, d=6, seed=2)
     bundle = Bundle.open(made.path)
     user = np.random.default_rng(1).standard_normal(6).astype(np.float32)
     ids, scores = bundle.for_user(user, history=made.item_ids[:3]).recommend(k=10)
     full = made.blocks[:, 0, :] @ user
     full[:3] = -np.inf
-    best = np.argsort(-full, kind="stable")[:10]
-    np.testing.assert_array_equal(ids, made.item_ids[best])
-    np.testing.assert_allclose(scores, full[best], rtol=1e-5)
+    assert len(ids) == 10
+    # the runtime's matmul and this one are two computations: the same ranking up to float32 rounding
+    same_top_k(bundle.item_order[bundle.positions_of(ids)], scores, full, 1e-5 * np.abs(scores).max())
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -69,13 +69,12 @@ def server_top(scorer, user: int, history: np.ndarray, k: int) -> tuple[np.ndarr
 
 
 @pytest.mark.parametrize(("reading", "scale"), [("masked", "sqrt"), ("masked", "paper"), ("fold", "none")])
-def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, reading, scale) -> None:
+def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, reading, scale, same_top_k) -> None:
     base = TrainedRun.load(tiny_run)
     run = TrainedRun.load(tiny_run, device=dataclasses.replace(base.config.device, eq10=reading, eq10_scale=scale))
     out = export_run(run, tmp_path / reading, data=tiny_data)
     users = Users.open(out / "users.peelb")
     sample = np.random.default_rng(0).choice(tiny_data.n_users, 24, replace=False)
-    same_order = 0
     for budget in budget_grid(run):
         scorer = run.scorer(budget)
         bundles = {g: Bundle.open(out / f"group_{g}.peelb", budget=budget) for g in range(len(run.groups))}
@@ -87,12 +86,13 @@ def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, readi
             assert rec.bytes_used == selection.bytes_used <= budget.bytes
             np.testing.assert_array_equal(rec.blocks_per_item_group, selection.kept_mask(4, 4).sum(axis=1))
             ids, scores = rec.recommend(k=50)
-            top, values, full = server_top(scorer, user, record.history, 50)
+            _, values, full = server_top(scorer, user, record.history, 50)
             np.testing.assert_allclose(scores, values, rtol=1e-4, atol=1e-5)
             internal = bundles[record.user_group].item_order[bundles[record.user_group].positions_of(ids)]
-            np.testing.assert_allclose(full[internal], scores, rtol=1e-4, atol=1e-5)  # near-ties may swap
-            same_order += np.array_equal(ids, tiny_data.item_ids[top])
-    assert same_order >= 0.9 * 3 * len(sample)
+            np.testing.assert_allclose(full[internal], scores, rtol=1e-4, atol=1e-5)
+            # torch on the server, numpy on the device: the server's top-50 up to ties within that tolerance
+            same_top_k(internal, scores, full, 1e-5 + 1e-4 * np.abs(values).max())
+            np.testing.assert_array_equal(ids, tiny_data.item_ids[internal])  # the bundle's raw ids are the data's
 
 
 def test_max_budget_export_holds_the_prefix(tiny_run, tiny_data, tmp_path) -> None:

@@ -70,8 +70,15 @@ def test_ray_and_local_executors_give_the_same_result(small_data, small_config):
         remote = run_tasks(finetune_group, tasks, executor="ray")
     finally:
         ray.shutdown()
+    # A Ray worker is another process running the same code, here with torch pinned to one thread in both
+    # (config.threads; with threads = 0 the driver keeps torch's default and a worker gets OMP_NUM_THREADS = its
+    # CPUs). Not promised bit for bit (thread count, allocation alignment and ISA dispatch can change torch's
+    # rounding), so: equal within a tolerance, and the unit orders equal except where weights tie within it.
     for a, b in zip(local, remote, strict=True):
         assert a.group == b.group
-        np.testing.assert_array_equal(unit_order(a.importance_weights), unit_order(b.importance_weights))
         np.testing.assert_allclose(a.importance_weights, b.importance_weights, rtol=1e-5)
         np.testing.assert_allclose(a.item_table, b.item_table, rtol=1e-5, atol=1e-7)
+        # at each position the two orders' units weigh the same (by the local weights) within 3x the tolerance:
+        # a tie may swap two units, or a group's best block with its runner-up (moving both head and tail)
+        w, order_a, order_b = a.importance_weights, unit_order(a.importance_weights), unit_order(b.importance_weights)
+        np.testing.assert_allclose(w[order_b[:, 0], order_b[:, 1]], w[order_a[:, 0], order_a[:, 1]], rtol=3e-5)
