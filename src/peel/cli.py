@@ -223,12 +223,13 @@ def evaluate_command(
     = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Device overrides, e.g. device.eq10=fold.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars (they go to stderr).")] = False,
 ) -> None:
     """Recall and NDCG at 20 and 50 per budget for PEEL (Eq. 10 on the exported blocks)."""
     from peel.evaluation.report import evaluate_runs
 
     rows = evaluate_runs(run, budgets, paper_equivalent=paper_equivalent, reference=reference, split=split,
-                         ablations=ablation, overrides=set_ or [])
+                         ablations=ablation, overrides=set_ or [], progress=not quiet)
     if as_json:
         _print_json(rows)
         return

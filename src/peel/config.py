@@ -35,19 +35,40 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    lr: float = 1e-3
-    batch_size: int = 4096
+    # 0 = auto (the default): derived from the number of training interactions by resolve_for_data, so
+    # a small dataset still gets enough steps per epoch and a large one few, cheap full-graph steps.
+    lr: float = 0.0
+    batch_size: int = 0
     l2: float = 1e-4            # on the batch's ego embeddings, as in LightGCN
     # Diversity regularizer weight (methods.md §2 says 1e-3, "chosen on validation from {0, 1e-4, 1e-3, 1e-2}").
     # Validation on amazon-book-sub picks 0 at every budget (benchmarks/results/pipeline_amazon-book-sub.md),
     # so the regularizer is off by default; set 1e-3 for the paper's PEEL.
     lambda_div: float = 0.0
     max_epochs: int = 300
-    patience: int = 10          # evaluations without improvement of validation Recall@50
-    eval_every: int = 1         # epochs between validations
-    eval_users: int = 0         # fixed sample of validation users for early stopping (0 = all)
+    patience: int = 0           # evaluations without improvement of validation Recall@50 (0 = auto)
+    eval_every: int = 0         # epochs between validations (0 = auto)
+    eval_users: int = 10000     # fixed sample of validation users for early stopping (0 = all)
     lr_decay: float = 1.0       # multiply lr by this after lr_patience validations without improvement (1 = off)
     lr_patience: int = 2
+
+    def resolved(self, n_train: int) -> PretrainConfig:
+        """This config with every auto field (0) derived from the number of training interactions.
+
+        Chosen on validation (benchmarks/results/defaults_*.md): a batch of about n_train / 8 (a power
+        of two in [1024, 65536]: about eight full-graph steps per epoch, so a small dataset still gets
+        several steps and a large one few, cheap ones); Adam's learning rate scaled with the square root
+        of the batch from 2e-2 at 65536 (amazon-book-sub's measured best); one validation every
+        ceil(n_train / 150,000) epochs (a validation pass on the capped user sample costs about the same
+        on any dataset, while an epoch grows with n_train); patience of about 10 epochs.
+        """
+        batch = self.batch_size or int(2 ** min(16, max(10, round(math.log2(max(n_train, 1) / 8)))))
+        lr = self.lr or round(2e-2 * math.sqrt(batch / 65536), 6)
+        eval_every = self.eval_every or min(5, max(1, math.ceil(n_train / 150_000)))
+        patience = self.patience or math.ceil(10 / eval_every)
+        return dataclasses.replace(self, batch_size=batch, lr=lr, eval_every=eval_every, patience=patience)
+
+
+PRETRAIN_AUTO = ("lr", "batch_size", "eval_every", "patience")  # 0 = derived from the data (resolve_for_data)
 
 
 @dataclass(frozen=True)
@@ -66,10 +87,13 @@ class FinetuneConfig:
     controller_lr: float = 1e-3
     batch_size: int = 4096
     l2: float = 1e-4
-    max_epochs: int = 50
-    patience: int = 5           # epochs without improvement of the group's validation loss
+    # at most 10 epochs: on ml-100k validation NDCG@50 is the same as with 20 (benchmarks/results/defaults_*.md)
+    max_epochs: int = 10
+    patience: int = 3           # epochs without improvement of the group's validation loss
     controller_hidden: int = 64
-    bilevel: str = "second_order"   # "second_order" or "first_order" (xi = 0)
+    # "first_order" (xi = 0; the default: the same validation NDCG@50 as second order on amazon-book-sub
+    # at half the stage-b time) or "second_order" (methods.md's one-step unroll)
+    bilevel: str = "first_order"
     scorer: str = "mlp"         # stage_b_scorer: "mlp" (paper) or "dot" (block-aligned dot product)
     use_controller: bool = True  # False: uniform importance weights (the 'no importance weight' ablation)
 
@@ -218,11 +242,10 @@ def validate(config: PeelConfig) -> None:
         raise ConfigError(f"config executor must be local or ray, got {config.executor!r}")
     positive = {
         "model.n_blocks": config.model.n_blocks, "model.block_dim": config.model.block_dim,
-        "pretrain.batch_size": config.pretrain.batch_size, "pretrain.max_epochs": config.pretrain.max_epochs,
-        "pretrain.eval_every": config.pretrain.eval_every, "pretrain.patience": config.pretrain.patience,
+        "pretrain.max_epochs": config.pretrain.max_epochs,
         "grouping.item_groups": config.grouping.item_groups, "grouping.user_groups": config.grouping.user_groups,
         "finetune.batch_size": config.finetune.batch_size, "finetune.max_epochs": config.finetune.max_epochs,
-        "finetune.patience": config.finetune.patience, "pretrain.lr": config.pretrain.lr,
+        "finetune.patience": config.finetune.patience,
         "finetune.lr": config.finetune.lr, "finetune.controller_lr": config.finetune.controller_lr,
         "finetune.controller_hidden": config.finetune.controller_hidden,
         "pretrain.lr_patience": config.pretrain.lr_patience,
@@ -235,7 +258,8 @@ def validate(config: PeelConfig) -> None:
                           f"{config.model.n_blocks} * {config.model.block_dim} = {config.model.dim}")
     for key, value in {"model.layers": config.model.layers, "pretrain.l2": config.pretrain.l2,
                        "pretrain.lambda_div": config.pretrain.lambda_div, "finetune.l2": config.finetune.l2,
-                       "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads}.items():
+                       "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads,
+                       **{f"pretrain.{name}": getattr(config.pretrain, name) for name in PRETRAIN_AUTO}}.items():
         if value < 0:
             raise ConfigError(f"config {key} must be >= 0, got {value}")
     if not 0.0 < config.pretrain.lr_decay <= 1.0:
@@ -261,6 +285,11 @@ def validate_for_data(config: PeelConfig, *, n_users: int, n_items: int) -> None
         raise ConfigError(f"grouping.item_groups = {config.grouping.item_groups} exceeds the item count {n_items}")
     if config.grouping.user_groups > n_users:
         raise ConfigError(f"grouping.user_groups = {config.grouping.user_groups} exceeds the user count {n_users}")
+
+
+def resolve_for_data(config: PeelConfig, *, n_train: int) -> PeelConfig:
+    """The config with every auto field (0 in :data:`PRETRAIN_AUTO`) derived from the data's size."""
+    return dataclasses.replace(config, pretrain=config.pretrain.resolved(n_train))
 
 
 def config_from_sources(path: str | Path | None = None, overrides: list[str] | None = None) -> PeelConfig:

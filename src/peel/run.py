@@ -115,8 +115,9 @@ class BudgetScorer:
 
 
 def evaluate_run(run: TrainedRun, data: Interactions, budgets: list[Budget], *, split: str = "test",
-                 ks: tuple[int, ...] = (20, 50)) -> list[dict[str, Any]]:
-    """Metrics per budget, with the bytes actually used (max over user groups)."""
+                 ks: tuple[int, ...] = (20, 50), progress: bool = False, label: str = "PEEL") -> list[dict[str, Any]]:
+    """Metrics per budget, with the bytes actually used (max over user groups); ``progress`` shows a bar
+    per budget (on stderr) labelled ``label``."""
     rows: list[dict[str, Any]] = []
     for budget in budgets:
         try:
@@ -124,7 +125,8 @@ def evaluate_run(run: TrainedRun, data: Interactions, budgets: list[Budget], *, 
         except BudgetError as exc:  # reported in the table instead of aborting the other budgets
             rows.append({"budget": budget.label or str(budget.bytes), "budget_bytes": budget.bytes, "error": str(exc)})
             continue
-        metrics = evaluate(scorer, data, split=split, ks=ks)
+        metrics = evaluate(scorer, data, split=split, ks=ks, progress=progress,
+                           desc=f"{label} at {budget.label or budget.bytes} ({split})")
         used = max(s.bytes_used for s in scorer.selections)
         kept = [s.n_kept for s in scorer.selections]
         rows.append({"budget": budget.label or str(budget.bytes), "budget_bytes": budget.bytes, "bytes_used": used,
@@ -133,10 +135,11 @@ def evaluate_run(run: TrainedRun, data: Interactions, budgets: list[Budget], *, 
 
 
 def evaluate_pretrained(path: str | Path, data: Interactions, *, split: str = "test",
-                        ks: tuple[int, ...] = (20, 50)) -> dict[str, Any]:
+                        ks: tuple[int, ...] = (20, 50), progress: bool = False) -> dict[str, Any]:
     """Full-size dot-product quality of a run's stage a (e.g. the LightGCN ablation)."""
     users, items = load_pretrained(Path(path) / "pretrain" / "embeddings.npz")
-    return evaluate(DotProductScorer(users, items), data, split=split, ks=ks)
+    return evaluate(DotProductScorer(users, items), data, split=split, ks=ks, progress=progress,
+                    desc=f"full-size stage a ({split})")
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:

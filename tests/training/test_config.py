@@ -2,14 +2,36 @@ import json
 
 import pytest
 
-from peel.config import PeelConfig, config_from_sources, validate_for_data
+from peel.config import PRETRAIN_AUTO, PeelConfig, config_from_sources, resolve_for_data, validate_for_data
 from peel.errors import ConfigError
 
 
-def test_defaults_are_the_papers():
+def test_defaults_are_the_papers_where_speed_allows():
     c = PeelConfig()
     assert (c.grouping.user_groups, c.grouping.item_groups, c.model.block_dim, c.model.n_blocks) == (15, 20, 8, 16)
-    assert c.model.dim == 128 and c.pretrain.lr == 1e-3 and c.finetune.lr == 1e-3
+    assert c.model.dim == 128 and c.finetune.lr == 1e-3
+    # pretraining batch / lr / validation schedule are derived from the data (resolve_for_data)
+    assert all(getattr(c.pretrain, name) == 0 for name in PRETRAIN_AUTO)
+
+
+@pytest.mark.parametrize(("n_train", "batch", "lr", "eval_every", "patience"), [
+    (377_587, 65536, 0.02, 3, 4),      # amazon-book-sub: benchmarks/amazon.toml's measured levers
+    (209_390, 32768, 0.014142, 2, 5),  # yelp2018-sub
+    (70_012, 8192, 0.007071, 1, 10),   # ml-100k
+    (500, 1024, 0.0025, 1, 10),        # tiny: the smallest batch, still several steps per epoch
+    (50_000_000, 65536, 0.02, 5, 2),   # huge: the largest batch, validation every 5 epochs
+])
+def test_auto_pretraining_fields_follow_the_data_size(n_train, batch, lr, eval_every, patience):
+    p = resolve_for_data(PeelConfig(), n_train=n_train).pretrain
+    assert (p.batch_size, p.eval_every, p.patience) == (batch, eval_every, patience)
+    assert p.lr == pytest.approx(lr, rel=1e-6)
+
+
+def test_explicit_pretraining_values_are_kept():
+    c = PeelConfig().with_overrides(["pretrain.batch_size=4096", "pretrain.lr=0.001", "pretrain.eval_every=2"])
+    p = resolve_for_data(c, n_train=377_587).pretrain
+    assert (p.batch_size, p.lr, p.eval_every, p.patience) == (4096, 0.001, 2, 5)
+    assert resolve_for_data(resolve_for_data(c, n_train=10), n_train=10**6) == resolve_for_data(c, n_train=10)
 
 
 def test_round_trip_through_json(tmp_path):

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from peel.budget import Budget
 from peel.cli import app
+from peel.config import resolve_for_data
 from peel.data import save_presplit
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
@@ -25,14 +26,22 @@ def trained(tmp_path_factory, small_data, small_config):
     return out
 
 
-def test_run_directory_layout(trained, small_config):
+def test_run_directory_layout(trained, small_config, small_data):
     for name in ("config.json", "data.json", "log.txt", "summary.json", "pretrain/embeddings.npz", "grouping.npz",
                  "finetune/group_0.npz"):
         assert (trained / name).exists(), name
     assert not list((trained / "finetune").glob("checkpoint_*"))  # removed once a group is done
     summary = json.loads((trained / "summary.json").read_text())
     assert set(summary["seconds"]) == {"pretrain", "grouping", "finetune", "total"}
-    assert json.loads((trained / "config.json").read_text()) == small_config.to_dict()
+    assert small_config.pretrain.eval_every == 0  # auto in the requested config ...
+    resolved = resolve_for_data(small_config, n_train=small_data.count("train"))
+    assert resolved.pretrain.eval_every == 1  # ... resolved from the data in the run's config.json
+    assert json.loads((trained / "config.json").read_text()) == resolved.to_dict()
+
+
+def test_resume_with_the_same_auto_config_is_accepted(trained, small_data, small_config):
+    summary = train(small_data, trained, small_config, resume=True, progress=False)  # everything done: no work
+    assert set(summary["seconds"]) >= {"pretrain", "grouping", "finetune"}
 
 
 def test_peel_beats_popularity_and_more_budget_helps(trained, small_data):

@@ -46,6 +46,7 @@ def evaluate(
     legacy_depth: int | None = LEGACY_DEPTH,
     per_user: bool = False,
     progress: bool = False,
+    desc: str | None = None,
 ) -> dict[str, Any]:
     """Recall@K, NDCG@K and ndcg_legacy@K for every K in one full-ranking pass.
 
@@ -75,7 +76,7 @@ def evaluate(
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=f"evaluate {split}", unit="chunk", leave=False)
+        starts = tqdm(starts, desc=desc or f"evaluate {split}", unit="chunk", leave=False)
     for start in starts:
         batch = chosen[start:start + chunk_size]
         top = top_items(scorer, batch, data.n_items, depth, excluded)

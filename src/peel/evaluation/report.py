@@ -31,8 +31,9 @@ def resolve_budgets(text: str, *, n_items: int, dim: int, name: str, paper_equiv
 
 def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = False, reference: str | None = None,
                   split: str = "test", ablations: bool = False, overrides: list[str] | None = None,
-                  ks: tuple[int, ...] = (20, 50)) -> list[dict[str, Any]]:
-    """Rows of {method, budget, bytes_used, metrics...}; ablation runs that do not exist get an error row."""
+                  ks: tuple[int, ...] = (20, 50), progress: bool = False) -> list[dict[str, Any]]:
+    """Rows of {method, budget, bytes_used, metrics...}; ablation runs that do not exist get an error row.
+    ``progress`` shows a bar per (method, budget) on stderr."""
     from peel.run import TrainedRun, evaluate_pretrained, evaluate_run
     from peel.training.pipeline import load_data_source
 
@@ -45,7 +46,7 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
         main.config = _with_device_overrides(main.config, overrides)
     parsed = resolve_budgets(budgets, n_items=data.n_items, dim=main.config.model.dim, name=data.name,
                              paper_equivalent=paper_equivalent, reference=reference)
-    rows = [{"method": "PEEL", **r} for r in evaluate_run(main, data, parsed, split=split, ks=ks)]
+    rows = [{"method": "PEEL", **r} for r in evaluate_run(main, data, parsed, split=split, ks=ks, progress=progress)]
     if not ablations:
         return rows
     for name, label in ABLATION_LABELS.items():
@@ -60,10 +61,11 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
         except (PeelError, FileNotFoundError):
             rows.append({"method": label, "error": f"not trained: peel train --ablation {name} --out {run}"})
             continue
-        rows += [{"method": label, **r} for r in evaluate_run(ablation_run, data, parsed, split=split, ks=ks)]
+        rows += [{"method": label, **r}
+                 for r in evaluate_run(ablation_run, data, parsed, split=split, ks=ks, progress=progress, label=name)]
     lightgcn = run / "ablations" / "lightgcn"
     if (lightgcn / "pretrain" / "embeddings.npz").exists():
-        metrics = evaluate_pretrained(lightgcn, data, split=split, ks=ks)
+        metrics = evaluate_pretrained(lightgcn, data, split=split, ks=ks, progress=progress)
         dim = main.config.model.dim
         rows.append({"method": f"LightGCN (full size, D={dim})", "budget": "full",
                      "bytes_used": full_table_bytes(data.n_items, dim) + dim * 4, **metrics})

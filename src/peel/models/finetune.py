@@ -32,7 +32,7 @@ class GroupModel(nn.Module):
 
     def transformed(self, items: torch.Tensor) -> torch.Tensor:
         """ê_j = tanh(BatchNorm(e_j)) for the given items (Eq. 4)."""
-        return torch.tanh(self.batch_norm(self.item_table[items]))
+        return torch.tanh(self.batch_norm(self.item_table.index_select(0, items)))
 
     def weighted(self, blocks: torch.Tensor, items: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """v'_j = [alpha_{g(j),n} * G_v * N * ê_j^n]_n."""
@@ -40,7 +40,7 @@ class GroupModel(nn.Module):
         return blocks * scale.repeat_interleave(self.block_dim, dim=1)
 
     def score(self, users: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
-        u = self.user_vectors[users]
+        u = self.user_vectors.index_select(0, users)  # index_select: a faster backward than x[index] on CPU
         if self.scorer == "mlp":
             return self.mlp(torch.cat([u, item_vectors], dim=1)).squeeze(1)
         return (u * item_vectors).sum(dim=1)
@@ -52,7 +52,8 @@ class GroupModel(nn.Module):
         blocks = self.weighted(self.transformed(items), items, alpha)  # one BatchNorm batch for both
         pos, neg = blocks[: len(users)], blocks[len(users):]
         bpr = -F.logsigmoid(self.score(users, pos) - self.score(users, neg)).mean()
-        reg = (self.user_vectors[users].pow(2).sum() + self.item_table[items].pow(2).sum()) / (2 * len(users))
+        reg = (self.user_vectors.index_select(0, users).pow(2).sum()
+               + self.item_table.index_select(0, items).pow(2).sum()) / (2 * len(users))
         return bpr + self.l2 * reg
 
 

@@ -43,13 +43,15 @@ class LightGCN(nn.Module):
     def loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, *,
              l2: float, lambda_div: float) -> torch.Tensor:
         """BPR + l2 * ||batch ego embeddings||^2 / batch - lambda_div * diversity (Eq. 2, methods.md §2)."""
+        # index_select, not x[index]: its backward is 1.5-3x faster on CPU (no accumulating index_put)
         user_final, item_final = self.final_embeddings()
-        u = user_final[users]
-        positive_score = (u * item_final[positives]).sum(dim=1)
-        negative_score = (u * item_final[negatives]).sum(dim=1)
+        u = user_final.index_select(0, users)
+        positive_score = (u * item_final.index_select(0, positives)).sum(dim=1)
+        negative_score = (u * item_final.index_select(0, negatives)).sum(dim=1)
         bpr = -F.logsigmoid(positive_score - negative_score).mean()
-        ego_u = self.user_embedding[users]
-        ego_p, ego_n = self.item_embedding[positives], self.item_embedding[negatives]
+        ego_u = self.user_embedding.index_select(0, users)
+        ego_p = self.item_embedding.index_select(0, positives)
+        ego_n = self.item_embedding.index_select(0, negatives)
         reg = (ego_u.pow(2).sum() + ego_p.pow(2).sum() + ego_n.pow(2).sum()) / (2 * len(users))
         loss = bpr + l2 * reg
         if lambda_div > 0:

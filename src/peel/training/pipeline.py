@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from peel._io import refuse_overlap, write_json_atomic
-from peel.config import PeelConfig, validate_for_data
+from peel.config import PeelConfig, resolve_for_data, validate_for_data
 from peel.data.interactions import Interactions
 from peel.errors import ConfigError, PeelError
 from peel.training.executor import run_tasks
@@ -119,6 +119,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     is reused (hard-linked) when its model, pretraining config, seed and data equal this one's.
     """
     out = Path(out)
+    config = resolve_for_data(config, n_train=data.count("train"))  # config.json holds the resolved values
     check_negatives(data)  # a user with every item has no BPR negative: refused before anything is written
     if ablation is not None:
         parent = out

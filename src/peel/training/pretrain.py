@@ -42,6 +42,7 @@ def load_pretrained(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
              checkpoint: Path | None = None, resume: bool = False, progress: bool = False) -> PretrainResult:
     """Train LightGCN (blocks + diversity regularizer) and return the final embeddings of the best epoch."""
+    config = config.resolved(data.count("train"))
     torch.manual_seed(seed)
     train = data.csr("train")
     adjacency = normalized_adjacency(train) if model_config.layers > 0 else None
