@@ -80,3 +80,31 @@ def test_pipeline_sweep_labels_the_runs_setting_against_todays_default() -> None
     text = script.markdown({"dataset": "x", "times": {"seconds": {}}, "rows": [], "sweep": sweep})
     assert "| device.blocks | transformed (the default at the time of this run; now raw) |" in text
     assert "| device.blocks | raw |" in text and "| device.eq10 | masked (default) |" in text
+
+
+def _defaults_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "defaults.py"
+    spec = importlib.util.spec_from_file_location("defaults_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(name: str, values: list[float]) -> dict:
+    return {"name": name, "valid": [{"budget": b, "ndcg@50": v} for b, v in zip(("5MB-eq", "25MB-eq"), values,
+                                                                                   strict=True)]}
+
+
+def test_defaults_benchmark_compares_configurations_by_their_mean_over_seeds() -> None:
+    gaps = _defaults_script().gaps(
+        _row("defaults", [0.10, 0.30]),
+        [_row("defaults@seed1", [0.12, 0.30]), _row("other", [0.112, 0.20]),
+         _row("lucky@seed1", [0.20, 0.10]), _row("lucky", [0.00, 0.10])],
+        [{"name": "recorded run", "ndcg@50": [0.05, 0.33]}])
+    first, second = gaps
+    assert first["defaults"] == pytest.approx(0.11) and first["defaults_range"] == [0.10, 0.12]
+    assert first["best_by"] == "other" and first["gap"] == pytest.approx(0.11 / 0.112 - 1)  # lucky's mean is 0.10
+    assert first["within"]  # -1.8%
+    assert second["best_by"] == "recorded run" and not second["within"]  # -9%

@@ -96,7 +96,7 @@ def test_cli_train_evaluate_with_ablations(tmp_path, small_data, small_overrides
     result = runner.invoke(app, ["evaluate", str(out), "--budgets", "1%,30%,100%", "--ablation", "--json",
                                  "--split", "valid"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)  # progress bars go to stderr
     methods = [r["method"] for r in rows]
     assert methods.count("PEEL") == 3
     assert "below the minimum" in rows[0]["error"]  # 1% cannot hold one block per item group
@@ -107,7 +107,7 @@ def test_cli_train_evaluate_with_ablations(tmp_path, small_data, small_overrides
     assert len(lightgcn) == 1 and lightgcn[0]["recall@50"] > 0
     fold = runner.invoke(app, ["evaluate", str(out), "--budgets", "100%", "--json", "--split", "valid",
                                "--set", "device.eq10=fold"])
-    assert fold.exit_code == 0 and json.loads(fold.output)[0]["recall@50"] != rows[2]["recall@50"]
+    assert fold.exit_code == 0 and json.loads(fold.stdout)[0]["recall@50"] != rows[2]["recall@50"]
 
 
 def test_cli_refuses_bad_config_with_one_line(tmp_path):
@@ -162,3 +162,14 @@ def test_evaluate_overrides_apply_to_the_runs_own_device_options(trained, tmp_pa
     assert evaluate_runs(run, "60%,100%", split="valid", overrides=["device.eq10_scale=sqrt"]) != plain
     with pytest.raises(ConfigError, match="only device options.*pretrain.lr"):
         evaluate_runs(run, "100%", overrides=["pretrain.lr=0.5"])
+
+
+def test_evaluate_shows_progress_on_stderr_only(trained, capsys):
+    from peel.evaluation.report import evaluate_runs
+
+    rows = evaluate_runs(trained, "50%,100%", split="valid", ks=(20,), progress=True)
+    captured = capsys.readouterr()
+    assert "PEEL at 50%" in captured.err and "PEEL at 100%" in captured.err
+    assert captured.out == "" and len(rows) == 2
+    evaluate_runs(trained, "50%", split="valid", ks=(20,), progress=False)
+    assert capsys.readouterr().err == ""
