@@ -111,7 +111,9 @@ def markdown(payload: dict[str, Any]) -> str:
              + (f"**{payload['wall_seconds']:.0f} s** " if payload["wall_seconds"] else "(resumed: no wall time) ")
              + f"(target {payload['target_seconds']:.0f} s: {'met' if payload['time_met'] else 'MISSED'}); "
              f"stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in payload["defaults"]["seconds"].items()), "",
-             "Validation NDCG@50 (Recall@50) at the paper-equivalent budgets; decide on validation.", "",
+             "Validation NDCG@50 (Recall@50) at the paper-equivalent budgets; decide on validation. The defaults' "
+             "wall time above is the timed figure (trained first, in a fresh process); a grid row's seconds are its "
+             "stage sum (stage a shared with the defaults counts 0) and may include other work on the machine.", "",
              "| configuration | pretrain batch / lr | epochs (best) | stage-b max epochs | seconds | "
              + " | ".join(budgets) + " |", "|---|---|---|---|---|" + "---|" * len(budgets)]
     for row in [payload["defaults"], *payload["grid"]]:
