@@ -36,14 +36,19 @@ def test_device_latency_script_on_a_tiny_export(tiny_run, tiny_data, tmp_path) -
     assert "| iot | 60% |" in (results / "device_latency.md").read_text()
 
 
-def _pipeline_script():
+def _script(name: str):
+    """A benchmark script under benchmarks/ imported as a module."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pipeline.py"
-    spec = importlib.util.spec_from_file_location("pipeline_benchmark", path)
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _pipeline_script():
+    return _script("pipeline")
 
 
 def _fake_pretraining(path: Path, batch_size: int, lr: float, scores: dict[int, float], eval_users: int = 100) -> Path:
@@ -82,23 +87,13 @@ def test_pipeline_sweep_labels_the_runs_setting_against_todays_default() -> None
     assert "| device.blocks | raw |" in text and "| device.eq10 | masked (default) |" in text
 
 
-def _defaults_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "defaults.py"
-    spec = importlib.util.spec_from_file_location("defaults_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _row(name: str, values: list[float]) -> dict:
     return {"name": name, "valid": [{"budget": b, "ndcg@50": v} for b, v in zip(("5MB-eq", "25MB-eq"), values,
                                                                                    strict=True)]}
 
 
 def test_defaults_benchmark_compares_configurations_by_their_mean_over_seeds() -> None:
-    gaps = _defaults_script().gaps(
+    gaps = _script("defaults").gaps(
         _row("defaults", [0.10, 0.30]),
         [_row("defaults@seed1", [0.12, 0.30]), _row("other", [0.112, 0.20]),
          _row("lucky@seed1", [0.20, 0.10]), _row("lucky", [0.00, 0.10])],
