@@ -11,6 +11,7 @@ from peel.budget import Budget, full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig
 from peel.errors import ConfigError, PeelError
+from peel.methods import evaluate_fixed, read_method
 
 ABLATION_LABELS = {
     "random_item_groups": "PEEL w/o PopSeg (random item groups)",
@@ -41,6 +42,10 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
     if not (run / "data.json").exists():
         raise PeelError(f"{run} is not a run directory (no data.json); create one with peel train")
     data = load_data_source(json.loads((run / "data.json").read_text()))
+    if read_method(run) is not None:  # a fixed-size baseline: evaluated at the budget it was fitted to
+        if overrides or ablations:
+            raise PeelError(f"{run} is a fixed-size run: --set device.* and --ablation apply to PEEL runs only")
+        return evaluate_fixed(run, data, split=split, ks=ks, progress=progress)
     main = TrainedRun.load(run)
     if overrides:
         main.config = _with_device_overrides(main.config, overrides)

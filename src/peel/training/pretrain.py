@@ -73,4 +73,4 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
                progress=progress, desc="pretrain")
     with torch.no_grad():
         users, items = model.final_embeddings()
-    return PretrainResult(users.numpy().copy(), items.numpy().copy(), loop)
+    return PretrainResult(users.detach().numpy().copy(), items.detach().numpy().copy(), loop)  # layers=0: parameters

@@ -1,0 +1,74 @@
+"""Fixed-size baselines fitted to a budget: the fitting rule by hand, training, evaluation, refusals."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from peel.budget import Budget
+from peel.cli import app
+from peel.config import PeelConfig
+from peel.errors import BudgetError, PeelError
+from peel.evaluation import PopularityScorer, evaluate
+from peel.evaluation.report import evaluate_runs
+from peel.methods import device_bytes, fitted_dimension, train_fixed
+from peel.training.pretrain import load_pretrained
+
+CONFIG = PeelConfig().with_overrides(["pretrain.batch_size=512", "pretrain.lr=0.01", "pretrain.max_epochs=15"])
+
+
+def test_fitted_dimension_by_hand():
+    # 10 items + the user's vector = 11 rows of k floats of 4 bytes: 44 bytes per dimension
+    assert device_bytes(10, 1) == 44
+    assert fitted_dimension(10, Budget(439)) == 9      # 396 <= 439 < 440
+    assert fitted_dimension(10, Budget(440)) == 10
+    with pytest.raises(BudgetError, match="smallest .* 44 bytes"):
+        fitted_dimension(10, Budget(43))
+
+
+@pytest.fixture(scope="module", params=["lightgcn", "pmf"])
+def fitted(request, tmp_path_factory, small_data):
+    out = tmp_path_factory.mktemp(request.param) / "run"
+    budget = Budget(device_bytes(small_data.n_items, 8) + 100, label="tiny")
+    train_fixed(small_data, out, CONFIG, method=request.param, budget=budget, progress=False)
+    return request.param, out, budget
+
+
+def test_fitted_model_meets_its_budget_and_beats_popularity(fitted, small_data):
+    method, out, budget = fitted
+    info = json.loads((out / "method.json").read_text())
+    assert (info["method"], info["dim"]) == (method, 8)
+    assert info["device_bytes"] <= budget.bytes
+    users, items = load_pretrained(out / "pretrain" / "embeddings.npz")
+    assert users.shape[1] == items.shape[1] == 8
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["layers"] == (0 if method == "pmf" else 3) and config["pretrain"]["lambda_div"] == 0
+    [row] = evaluate_runs(out, "5MB", split="valid", ks=(20,))
+    popularity = evaluate(PopularityScorer(small_data), small_data, split="valid", ks=(20,))
+    assert row["bytes_used"] == info["device_bytes"] and row["ndcg@20"] > popularity["ndcg@20"]
+
+
+def test_same_seed_same_model_and_resume_refuses_another_budget(fitted, small_data, tmp_path):
+    method, out, budget = fitted
+    again = tmp_path / "again"
+    train_fixed(small_data, again, CONFIG, method=method, budget=budget, progress=False)
+    for a, b in zip(load_pretrained(out / "pretrain" / "embeddings.npz"),
+                    load_pretrained(again / "pretrain" / "embeddings.npz"), strict=True):
+        np.testing.assert_array_equal(a, b)  # same process, same shapes, same thread count: bit-identical
+    with pytest.raises(PeelError, match="method.json records"):
+        train_fixed(small_data, again, CONFIG, method=method, budget=Budget(budget.bytes * 2), progress=False,
+                    resume=True)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--method", "lightgcn"], "give --budget"),
+    (["--method", "svd", "--budget", "1MB"], "unknown --method 'svd'"),
+    (["--budget", "1MB"], "PEEL is elastic"),
+    (["--method", "pmf", "--budget", "100"], "below the smallest"),
+])
+def test_cli_refuses_bad_method_options(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["train", "--data", "synthetic", "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code != 0 and isinstance(result.exception, PeelError)
+    assert message in str(result.exception)
+    assert not (tmp_path / "r").exists()  # refused before anything is written
