@@ -72,3 +72,28 @@ def test_cli_refuses_bad_method_options(tmp_path, args, message):
     assert result.exit_code != 0 and isinstance(result.exception, PeelError)
     assert message in str(result.exception)
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_fitted_export_serves_the_server_top50_on_the_device(fitted, small_data, tmp_path, same_top_k):
+    from peel.device import Bundle
+    from peel.device.users import Users
+    from peel.export import export_run
+
+    method, out, budget = fitted
+    export = export_run(out, tmp_path / "export", data=small_data)
+    index = json.loads((export / "index.json").read_text())
+    assert index["groups"][0]["charged_bytes_stored"] == json.loads((out / "method.json").read_text())["device_bytes"]
+    user_vectors, item_vectors = load_pretrained(out / "pretrain" / "embeddings.npz")
+    bundle = Bundle.open(export / "group_0.peelb", budget=budget)
+    users = Users.open(export / "users.peelb")
+    train = small_data.csr("train")
+    for user in np.random.default_rng(0).choice(small_data.n_users, 20, replace=False):
+        record = users.user(small_data.user_ids[user])
+        rec = bundle.for_user(record.vector, internal_history=record.history)
+        assert rec.bytes_used <= budget.bytes
+        ids, scores = rec.recommend(k=50)
+        full = item_vectors @ user_vectors[user]  # the server's dot product, float32
+        full[train.indices[train.indptr[user]:train.indptr[user + 1]]] = -np.inf
+        internal = bundle.item_order[bundle.positions_of(ids)]
+        # one block, one item group: Eq. 10 is the plain dot product, in another summation order
+        same_top_k(internal, scores, full, 1e-5 + 1e-5 * np.abs(scores).max())

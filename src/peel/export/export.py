@@ -23,6 +23,7 @@ from peel.data.interactions import Interactions
 from peel.device.directory import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, USERS_NAME, group_file
 from peel.device.writer import write_items_bundle, write_users_file
 from peel.errors import PeelError
+from peel.methods import read_method
 from peel.run import TrainedRun
 from peel.units import select
 
@@ -38,6 +39,8 @@ def export_run(run: str | os.PathLike[str] | TrainedRun, out_dir: str | os.PathL
     ``history``: store every user's training items so a device can exclude them;
     ``data``: the run's dataset if already loaded (else reloaded from the run's data.json).
     """
+    if not isinstance(run, TrainedRun) and read_method(run) is not None:
+        return export_fixed(Path(run), out_dir, history=history, data=data, overwrite=overwrite)
     run = run if isinstance(run, TrainedRun) else TrainedRun.load(run)
     data = data if data is not None else _load_data(run.path)
     _check_data(run, data)
@@ -130,3 +133,43 @@ def _index(run: TrainedRun, data: Interactions, budget: Budget | None, entries: 
             "users": {"file": USERS_NAME, "file_bytes": users_bytes, "history": history},
             "groups": entries,
             "total_file_bytes": users_bytes + sum(e["file_bytes"] for e in entries)}
+
+
+def export_fixed(run: Path, out_dir: str | os.PathLike[str], *, history: bool = True, data: Interactions | None = None,
+                 overwrite: bool = False) -> Path:
+    """Export a fixed-size baseline (``peel train --method``): one bundle with G_v = N = 1 and d = k, and
+    every user in user group 0. Its charged bytes are (|V| + 1) * k * 4, the budget it was fitted to."""
+    from peel.training.pretrain import load_pretrained
+
+    info = read_method(run)
+    data = data if data is not None else _load_data(run)
+    users, items = load_pretrained(run / "pretrain" / "embeddings.npz")
+    if (len(users), len(items)) != (data.n_users, data.n_items):
+        raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run {run} "
+                        f"was trained on {len(users)} users and {len(items)} items")
+    meta = {"run": str(run), "dataset": data.name, "method": info["method"], "peel_version": peel.__version__,
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()}
+    dim = items.shape[1]
+    out = Path(out_dir)
+    with atomic_directory(out, overwrite=overwrite, inputs=_inputs(run)) as tmp:
+        size = write_items_bundle(tmp / group_file(0), blocks=items.reshape(len(items), 1, dim),
+                                  item_group=np.zeros(len(items), dtype=np.int64), unit_order=[[0, 0]],
+                                  item_ids=data.item_ids, metadata={**meta, "user_group": 0})
+        train = data.csr("train")
+        users_bytes = write_users_file(
+            tmp / USERS_NAME, user_vectors=users, user_group=np.zeros(len(users), dtype=np.int64),
+            n_items=data.n_items, user_ids=data.user_ids, n_user_groups=1,
+            history=(train.indptr, train.indices) if history else None, metadata=meta)
+        unit = data.n_items * dim * BYTES_PER_FLOAT
+        charged = unit + dim * BYTES_PER_FLOAT
+        entry = {"user_group": 0, "file": group_file(0), "users": data.n_users, "units_stored": 1, "units_total": 1,
+                 "minimum_bytes": charged, "charged_bytes_full": charged, "charged_bytes_stored": charged,
+                 "file_bytes": size, "overhead_bytes": size - unit}
+        write_json_atomic(tmp / INDEX_NAME, {
+            "format": INDEX_FORMAT, "version": INDEX_VERSION, "run": str(run), "dataset": data.name,
+            "created": meta["created"], "eq10": "masked", "eq10_scale": "sqrt", "blocks": "raw",
+            "n_users": data.n_users, "n_items": data.n_items, "n_user_groups": 1, "n_item_groups": 1, "n_blocks": 1,
+            "block_dim": dim, "max_budget": None,
+            "users": {"file": USERS_NAME, "file_bytes": users_bytes, "history": history}, "groups": [entry],
+            "total_file_bytes": users_bytes + size})
+    return out
