@@ -191,8 +191,8 @@ def train_command(
                                                       "random_selection, lightgcn.")] = None,
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
     stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: pretrain.")] = None,
-    method: Annotated[str, typer.Option(help="peel (elastic, the default), or a fixed-size baseline fitted to "
-                                             "--budget: lightgcn, pmf.")] = "peel",
+    method: Annotated[str, typer.Option(help="peel (elastic, the default), or a baseline fitted to --budget: "
+                                             "lightgcn, pmf.")] = "peel",
     budget: Annotated[str | None, typer.Option(help="The budget a fixed-size method is fitted to, e.g. 5MB-eq.")]
     = None,
     reference: Annotated[str | None, typer.Option(help="amazon-book or yelp2020, for an -eq budget (default: "
@@ -204,43 +204,41 @@ def train_command(
     import dataclasses
 
     from peel.config import config_from_sources
-    from peel.training.pipeline import train
 
     cfg = config_from_sources(config, set_ or [])
     if executor:
         cfg = dataclasses.replace(cfg, executor=executor)
-    if method != "peel":
-        summary = _train_fixed(data, out, cfg, method=method, budget=budget, reference=reference, resume=resume,
-                               quiet=quiet, ablation=ablation, stop_after=stop_after)
-    else:
-        if budget is not None:
-            raise PeelError("PEEL is elastic: it is trained once for every budget; give budgets to peel evaluate "
-                            "(--budget is for --method lightgcn or pmf)")
-        loaded, path = _load_data(data)
-        summary = train(loaded, out, cfg, data_path=path, resume=resume, progress=not quiet, ablation=ablation,
-                        stop_after=stop_after)
+    summary = _train_method(data, out, cfg, method=method, budget=budget, reference=reference, resume=resume,
+                            quiet=quiet, ablation=ablation, stop_after=stop_after)
     table = Table("stage", "seconds", title=f"run {out}" + (f" / ablation {ablation}" if ablation else ""))
     for stage, seconds in summary["seconds"].items():
         table.add_row(stage, f"{seconds:.1f}")
     console.print(table)
 
 
-def _train_fixed(data: str, out: Path, cfg: Any, *, method: str, budget: str | None, reference: str | None,
-                 resume: bool, quiet: bool, ablation: str | None, stop_after: str | None) -> dict[str, Any]:
+def _train_method(data: str, out: Path, cfg: Any, *, method: str, budget: str | None, reference: str | None,
+                  resume: bool, quiet: bool, ablation: str | None, stop_after: str | None) -> dict[str, Any]:
+    """PEEL through its pipeline (ablations, stop-after), any other registered method through the registry."""
     from peel.budget import full_table_bytes, parse_budget
-    from peel.methods import FIXED_METHODS, train_fixed
+    from peel.methods import get_method
+    from peel.training.pipeline import train
 
-    if method not in FIXED_METHODS:
-        raise PeelError(f"unknown --method {method!r}; known: peel, {', '.join(FIXED_METHODS)}")
-    if budget is None:
+    chosen = get_method(method)
+    if chosen.elastic and budget is not None:
+        raise PeelError(f"{chosen.label} is elastic: it is trained once for every budget; give budgets to peel "
+                        "evaluate (--budget is for a method fitted to one budget)")
+    if not chosen.elastic and budget is None:
         raise PeelError(f"--method {method} is fitted to one budget: give --budget, e.g. 5MB-eq")
-    if ablation or stop_after:
+    if method != "peel" and (ablation or stop_after):
         raise PeelError("--ablation and --stop-after apply to --method peel only")
     loaded, path = _load_data(data)
-    parsed = parse_budget(budget, full_table_bytes=full_table_bytes(loaded.n_items, cfg.model.dim),
-                          n_items=loaded.n_items, reference=reference or loaded.name)
-    return train_fixed(loaded, out, cfg, method=method, budget=parsed, data_path=path, resume=resume,
-                       progress=not quiet)
+    if method == "peel":
+        return train(loaded, out, cfg, data_path=path, resume=resume, progress=not quiet, ablation=ablation,
+                     stop_after=stop_after)
+    parsed = None if budget is None else parse_budget(
+        budget, full_table_bytes=full_table_bytes(loaded.n_items, cfg.model.dim), n_items=loaded.n_items,
+        reference=reference or loaded.name)
+    return chosen.train(loaded, out, cfg, budget=parsed, data_path=path, resume=resume, progress=not quiet)
 
 
 @app.command("evaluate")
