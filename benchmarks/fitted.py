@@ -71,7 +71,9 @@ def markdown(payload: dict[str, Any]) -> str:
     lines.append("| popularity | - | - | - | - | " + " | ".join(f"{p[k]:.5f}" for k in
                                                              ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
     lines += ["", "PEEL is one model for every budget; each fitted row is a model trained for that budget only "
-              "(its train seconds are its deployment time for that budget)."]
+              "(its train seconds are its deployment time for that budget). Every model uses peel's default "
+              "recipe, untuned: the per-method tuning grid of issue 15 is not run yet. PMF in particular is far "
+              "below its published behaviour (barely above popularity) and is not a fair comparator until tuned."]
     return "\n".join(lines)
 
 
