@@ -218,27 +218,17 @@ def train_command(
 
 def _train_method(data: str, out: Path, cfg: Any, *, method: str, budget: str | None, reference: str | None,
                   resume: bool, quiet: bool, ablation: str | None, stop_after: str | None) -> dict[str, Any]:
-    """PEEL through its pipeline (ablations, stop-after), any other registered method through the registry."""
+    """Any registered method; the method refuses options it does not take, before anything is written."""
     from peel.budget import full_table_bytes, parse_budget
     from peel.methods import get_method
-    from peel.training.pipeline import train
 
     chosen = get_method(method)
-    if chosen.elastic and budget is not None:
-        raise PeelError(f"{chosen.label} is elastic: it is trained once for every budget; give budgets to peel "
-                        "evaluate (--budget is for a method fitted to one budget)")
-    if not chosen.elastic and budget is None:
-        raise PeelError(f"--method {method} is fitted to one budget: give --budget, e.g. 5MB-eq")
-    if method != "peel" and (ablation or stop_after):
-        raise PeelError("--ablation and --stop-after apply to --method peel only")
     loaded, path = _load_data(data)
-    if method == "peel":
-        return train(loaded, out, cfg, data_path=path, resume=resume, progress=not quiet, ablation=ablation,
-                     stop_after=stop_after)
     parsed = None if budget is None else parse_budget(
         budget, full_table_bytes=full_table_bytes(loaded.n_items, cfg.model.dim), n_items=loaded.n_items,
         reference=reference or loaded.name)
-    return chosen.train(loaded, out, cfg, budget=parsed, data_path=path, resume=resume, progress=not quiet)
+    return chosen.train(loaded, out, cfg, budget=parsed, data_path=path, resume=resume, progress=not quiet,
+                        ablation=ablation, stop_after=stop_after)
 
 
 @app.command("evaluate")

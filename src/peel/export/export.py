@@ -23,7 +23,7 @@ from peel.data.interactions import Interactions
 from peel.device.directory import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, USERS_NAME, group_file
 from peel.device.writer import write_items_bundle, write_users_file
 from peel.errors import PeelError
-from peel.methods import read_method
+from peel.methods import device_bytes, read_method
 from peel.run import TrainedRun
 from peel.units import select
 
@@ -55,7 +55,11 @@ def export_run(run: str | os.PathLike[str] | TrainedRun, out_dir: str | os.PathL
             tmp / USERS_NAME, user_vectors=run.user_vectors(), user_group=run.user_group, n_items=data.n_items,
             user_ids=data.user_ids, n_user_groups=n_groups, history=(train.indptr, train.indices) if history else None,
             metadata=_metadata(run, data, None))
-        write_json_atomic(tmp / INDEX_NAME, _index(run, data, budget, entries, users_bytes, history))
+        d, m = run.config.device, run.config.model
+        write_json_atomic(tmp / INDEX_NAME, _index(
+            run.path, data, device={"eq10": d.eq10, "eq10_scale": d.eq10_scale, "blocks": d.blocks},
+            n_user_groups=n_groups, n_item_groups=len(run.layout.item_group_sizes), n_blocks=m.n_blocks,
+            block_dim=m.block_dim, budget=budget, entries=entries, users_bytes=users_bytes, history=history))
     return out
 
 
@@ -120,15 +124,14 @@ def _write_group(run: TrainedRun, data: Interactions, group: int, out: Path, bud
             "file_bytes": size, "overhead_bytes": size - units}
 
 
-def _index(run: TrainedRun, data: Interactions, budget: Budget | None, entries: list[dict[str, Any]],
-           users_bytes: int, history: bool) -> dict[str, Any]:
-    m = run.config.model
-    return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "run": str(run.path), "dataset": data.name,
-            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-            "eq10": run.config.device.eq10, "eq10_scale": run.config.device.eq10_scale,
-            "blocks": run.config.device.blocks,
-            "n_users": data.n_users, "n_items": data.n_items, "n_user_groups": len(run.groups),
-            "n_item_groups": len(run.layout.item_group_sizes), "n_blocks": m.n_blocks, "block_dim": m.block_dim,
+def _index(run_path: Path, data: Interactions, *, device: dict[str, str], n_user_groups: int, n_item_groups: int,
+           n_blocks: int, block_dim: int, budget: Budget | None, entries: list[dict[str, Any]], users_bytes: int,
+           history: bool) -> dict[str, Any]:
+    """index.json of an export; ``device``: its eq10, eq10_scale and blocks."""
+    return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "run": str(run_path), "dataset": data.name,
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(), **device,
+            "n_users": data.n_users, "n_items": data.n_items, "n_user_groups": n_user_groups,
+            "n_item_groups": n_item_groups, "n_blocks": n_blocks, "block_dim": block_dim,
             "max_budget": None if budget is None else {"bytes": budget.bytes, "label": budget.label},
             "users": {"file": USERS_NAME, "file_bytes": users_bytes, "history": history},
             "groups": entries,
@@ -161,15 +164,12 @@ def export_fixed(run: Path, out_dir: str | os.PathLike[str], *, history: bool = 
             n_items=data.n_items, user_ids=data.user_ids, n_user_groups=1,
             history=(train.indptr, train.indices) if history else None, metadata=meta)
         unit = data.n_items * dim * BYTES_PER_FLOAT
-        charged = unit + dim * BYTES_PER_FLOAT
+        charged = device_bytes(data.n_items, dim)  # the unit + the user's vector
         entry = {"user_group": 0, "file": group_file(0), "users": data.n_users, "units_stored": 1, "units_total": 1,
                  "minimum_bytes": charged, "charged_bytes_full": charged, "charged_bytes_stored": charged,
                  "file_bytes": size, "overhead_bytes": size - unit}
-        write_json_atomic(tmp / INDEX_NAME, {
-            "format": INDEX_FORMAT, "version": INDEX_VERSION, "run": str(run), "dataset": data.name,
-            "created": meta["created"], "eq10": "masked", "eq10_scale": "sqrt", "blocks": "raw",
-            "n_users": data.n_users, "n_items": data.n_items, "n_user_groups": 1, "n_item_groups": 1, "n_blocks": 1,
-            "block_dim": dim, "max_budget": None,
-            "users": {"file": USERS_NAME, "file_bytes": users_bytes, "history": history}, "groups": [entry],
-            "total_file_bytes": users_bytes + size})
+        write_json_atomic(tmp / INDEX_NAME, _index(
+            run, data, device={"eq10": "masked", "eq10_scale": "sqrt", "blocks": "raw"}, n_user_groups=1,
+            n_item_groups=1, n_blocks=1, block_dim=dim, budget=None, entries=[entry], users_bytes=users_bytes,
+            history=history))
     return out

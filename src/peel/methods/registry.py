@@ -26,21 +26,27 @@ class Method:
     name: str
     label: str
     elastic: bool           # True: trained once for every budget; False: fitted to the budget given to train
-    train: TrainFunction    # (data, out, config, *, budget, data_path, resume, progress) -> summary
+    train: TrainFunction    # (data, out, config, *, budget, data_path, resume, progress, **pipeline options)
 
 
 def _train_peel(data: Interactions, out: str | Path, config: PeelConfig, *, budget: Budget | None = None,
-                data_path: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+                data_path: str | Path | None = None, resume: bool = False, progress: bool = True,
+                **pipeline_options: Any) -> dict[str, Any]:
+    """PEEL's pipeline; ``pipeline_options`` (ablation, stop_after) go to :func:`peel.training.pipeline.train`."""
     from peel.training.pipeline import train
 
     if budget is not None:
-        raise PeelError("PEEL is elastic: it is trained once for every budget; give budgets to peel evaluate")
-    return train(data, out, config, data_path=data_path, resume=resume, progress=progress)
+        raise PeelError("PEEL is elastic: it is trained once for every budget; give budgets to peel evaluate "
+                        "(--budget is for a method fitted to one budget)")
+    return train(data, out, config, data_path=data_path, resume=resume, progress=progress, **pipeline_options)
 
 
 def _fixed(name: str) -> TrainFunction:
     def fit(data: Interactions, out: str | Path, config: PeelConfig, *, budget: Budget | None = None,
-            data_path: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+            data_path: str | Path | None = None, resume: bool = False, progress: bool = True,
+            **pipeline_options: Any) -> dict[str, Any]:
+        if any(pipeline_options.values()):
+            raise PeelError("--ablation and --stop-after apply to --method peel only")
         if budget is None:
             raise PeelError(f"--method {name} is fitted to one budget: give --budget, e.g. 5MB-eq")
         return train_fixed(data, out, config, method=name, budget=budget, data_path=data_path, resume=resume,
