@@ -29,7 +29,8 @@ from peel.bench import write_result
 from peel.config import PeelConfig
 from peel.data import load
 from peel.evaluation.report import resolve_budgets
-from peel.run import TrainedRun, evaluate_run, read_summary
+from peel.run import TrainedRun, evaluate_run
+from peel.run_layout import RunLayout
 from peel.training.pipeline import train
 
 BUDGETS = "5MB,10MB,25MB"
@@ -55,12 +56,12 @@ GRID = {
 
 def train_defaults(data_path: str, run: Path) -> float | None:
     """``peel train`` with no config in a fresh process; its wall seconds (None if it was already done)."""
-    if (run / "summary.json").exists() and (run / "finetune").exists() and \
+    if RunLayout(run).summary.exists() and RunLayout(run).finetune_dir.exists() and \
             (run / "wall_seconds.json").exists():
         return json.loads((run / "wall_seconds.json").read_text())["seconds"]
     peel = Path(sys.executable).with_name("peel")
     command = [str(peel), "train", "--data", data_path, "--out", str(run), "--quiet"]
-    if (run / "config.json").exists():
+    if RunLayout(run).config.exists():
         command.append("--resume")  # a killed run: its wall time is no longer one uninterrupted figure
     start = time.perf_counter()
     subprocess.run(command, check=True)
@@ -80,9 +81,9 @@ def validation(run_dir: Path, data: Any, reference: str | None, split: str = "va
 
 
 def run_row(name: str, path: Path, overrides: list[str], data: Any, reference: str | None) -> dict[str, Any]:
-    summary = read_summary(path)
-    pretrain = json.loads((path / "pretrain" / "result.json").read_text())
-    config = json.loads((path / "config.json").read_text())
+    summary = RunLayout(path).read_summary()
+    pretrain = json.loads(RunLayout(path).pretrain_result.read_text())
+    config = json.loads(RunLayout(path).config.read_text())
     return {"name": name, "overrides": overrides, "seconds": summary.get("seconds", {}),
             "pretrain": {"batch_size": config["pretrain"]["batch_size"], "lr": config["pretrain"]["lr"],
                          "epochs_run": pretrain["epochs_run"], "best_epoch": pretrain["best_epoch"]},

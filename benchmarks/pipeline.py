@@ -31,6 +31,7 @@ from peel.config import DeviceConfig, config_from_sources
 from peel.data import load
 from peel.evaluation.report import evaluate_runs
 from peel.run import TrainedRun, evaluate_run
+from peel.run_layout import RunLayout
 from peel.training.pipeline import ABLATIONS, train
 
 BUDGETS = "5MB,10MB,25MB"
@@ -81,7 +82,7 @@ def validation_rows(run_dir: Path, data: Any, reference: str | None, device: Any
 
 def finished(path: Path) -> bool:
     """A run whose stage b has completed (summary.json and finetune/ written)."""
-    return (path / "summary.json").exists() and (path / "finetune").exists()
+    return RunLayout(path).summary.exists() and RunLayout(path).finetune_dir.exists()
 
 
 def variant_report(run_dir: Path, names: list[str], data: Any, reference: str | None) -> dict[str, Any]:
@@ -89,14 +90,14 @@ def variant_report(run_dir: Path, names: list[str], data: Any, reference: str | 
     their stage-b seconds and pretraining validation Recall@50 (fixed user sample)."""
     out: dict[str, Any] = {}
     candidates = [("default", run_dir, []), *[(n, run_dir / "variants" / n, VARIANTS[n]) for n in names],
-                  ("no_diversity", run_dir / "ablations" / "no_diversity", ["pretrain.lambda_div=0"])]
+                  ("no_diversity", RunLayout(run_dir).ablation("no_diversity").root, ["pretrain.lambda_div=0"])]
     for name, path, overrides in candidates:
         if not finished(path):
             if name != "no_diversity":
                 out[name] = {"error": "not trained"}
             continue
-        seconds = json.loads((path / "summary.json").read_text()).get("seconds", {})
-        pretrain = path / "pretrain" / "result.json"
+        seconds = RunLayout(path).read_summary().get("seconds", {})
+        pretrain = RunLayout(path).pretrain_result
         recall = json.loads(pretrain.read_text())["valid_recall@50"] if pretrain.exists() else None
         out[name] = {"overrides": overrides, "finetune_seconds": seconds.get("finetune"),
                      "pretrain_valid_recall@50_sample": recall, "rows": validation_rows(path, data, reference)}
@@ -109,13 +110,13 @@ def batch_report(run_dir: Path, others: list[Path]) -> dict[str, Any] | None:
     """Validation Recall@50 (same fixed user sample) per evaluated epoch, at equal triples: the main run's
     pretraining against other pretraining runs (other batch sizes and learning rates)."""
     runs = [("main", run_dir), *[(str(p), p) for p in others]]
-    runs = [(label, p) for label, p in runs if (p / "pretrain" / "result.json").exists()]
+    runs = [(label, p) for label, p in runs if RunLayout(p).pretrain_result.exists()]
     if len(runs) < 2:
         return None
     columns = []
     for label, path in runs:
-        history = json.loads((path / "pretrain" / "result.json").read_text())["history"]
-        config = json.loads((path / "config.json").read_text())["pretrain"]
+        history = json.loads(RunLayout(path).pretrain_result.read_text())["history"]
+        config = json.loads(RunLayout(path).config.read_text())["pretrain"]
         columns.append({"label": label, "batch_size": config["batch_size"], "lr": config["lr"],
                         "eval_users": config["eval_users"], "seconds_per_epoch_median": median_epoch_seconds(history),
                         "scores": {h["epoch"]: h["score"] for h in history if h.get("score") is not None}})
@@ -133,7 +134,7 @@ def speed_report(run_dir: Path, others: list[Path], data: Any, reference: str | 
     for label, path in [("main", run_dir), *[(str(p), p) for p in others]]:
         if not finished(path):
             continue
-        config = json.loads((path / "config.json").read_text())
+        config = json.loads(RunLayout(path).config.read_text())
         out.append({"run": label, "batch_size": config["pretrain"]["batch_size"], "lr": config["pretrain"]["lr"],
                     "bilevel": config["finetune"]["bilevel"], **stage_times(path),
                     "rows": validation_rows(path, data, reference)})
@@ -147,8 +148,8 @@ def median_epoch_seconds(history: list[dict[str, Any]]) -> float | None:
 
 
 def stage_times(run_dir: Path) -> dict[str, Any]:
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    pretrain = run_dir / "pretrain" / "result.json"
+    summary = RunLayout(run_dir).read_summary()
+    pretrain = RunLayout(run_dir).pretrain_result
     out: dict[str, Any] = {"seconds": summary.get("seconds", {}), "groups": summary.get("groups", [])}
     if pretrain.exists():
         result = json.loads(pretrain.read_text())
@@ -276,7 +277,8 @@ def main() -> None:
             train(data, args.run / "batch_check", check, data_path=args.data, resume=True, progress=False,
                   stop_after="pretrain")
     payload: dict[str, Any] = {"dataset": data.name, "run": str(args.run), "times": stage_times(args.run),
-                               "ablation_times": {a: stage_times(args.run / "ablations" / a) for a in ablations}}
+                               "ablation_times": {a: stage_times(RunLayout(args.run).ablation(a).root)
+                                                  for a in ablations}}
     compare = [Path(p) for p in args.batch_compare.split(",") if p] + [args.run / "batch_check"]
     payload["batch_check"] = batch_report(args.run, compare)
     payload["speed"] = speed_report(args.run, compare, data, args.reference)

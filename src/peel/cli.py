@@ -227,7 +227,7 @@ def _train_method(data: str, out: Path, cfg: Any, *, method: str, budget: str | 
     parsed = None if budget is None else parse_budget(
         budget, full_table_bytes=full_table_bytes(loaded.n_items, cfg.model.dim), n_items=loaded.n_items,
         reference=reference or loaded.name)
-    return chosen.train(loaded, out, cfg, budget=parsed, data_path=path, resume=resume, progress=not quiet,
+    return chosen.fit(loaded, out, cfg, budget=parsed, data_path=path, resume=resume, progress=not quiet,
                         ablation=ablation, stop_after=stop_after)
 
 

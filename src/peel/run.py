@@ -5,7 +5,6 @@ Eq. 10 scoring at any budget (via :mod:`peel.units`, the code the device runtime
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import torch
 from peel.budget import Budget
 from peel.config import DeviceConfig, PeelConfig
 from peel.data.interactions import Interactions
-from peel.errors import BudgetError, PeelError
-from peel.evaluation import DotProductScorer, evaluate
+from peel.errors import PeelError
+from peel.run_layout import RunLayout
 from peel.training.finetune import GroupResult
 from peel.training.pretrain import load_pretrained
 from peel.units import Selection, UnitLayout, effective_items, random_unit_order, select, unit_order, user_query
@@ -37,22 +36,25 @@ class TrainedRun:
     def load(cls, path: str | Path, device: DeviceConfig | None = None) -> TrainedRun:
         """Load a finished run; ``device`` overrides the run's device options (eq10, blocks, ...)."""
         path = Path(path)
-        if not (path / "config.json").exists():
+        layout = RunLayout(path)
+        if not layout.config.exists():
             raise PeelError(f"{path} is not a run directory (no config.json)")
-        config = PeelConfig.from_json(path / "config.json")
+        config = PeelConfig.from_json(layout.config)
         if device is not None:
             config = dataclasses.replace(config, device=device)
-        users, items = load_pretrained(path / "pretrain" / "embeddings.npz")
-        grouping = path / "grouping.npz"
-        if not grouping.exists():
+        if not layout.embeddings.exists():
+            raise PeelError(f"{path}: stage a has not finished (no {layout.embeddings.name}); "
+                            "finish it with peel train --resume")
+        users, items = load_pretrained(layout.embeddings)
+        if not layout.grouping.exists():
             raise PeelError(f"{path}: stage b has not run (no grouping.npz); finish it with peel train --resume")
-        with np.load(grouping, allow_pickle=False) as z:
+        with np.load(layout.grouping, allow_pickle=False) as z:
             item_group, user_group = z["item_group"], z["user_group"]
         n_groups = int(user_group.max()) + 1
-        missing = [g for g in range(n_groups) if not (path / "finetune" / f"group_{g}.npz").exists()]
+        missing = [g for g in range(n_groups) if not layout.group(g).exists()]
         if missing:
             raise PeelError(f"{path}: user groups {missing} are not fine-tuned yet; finish with peel train --resume")
-        groups = [GroupResult.load(path / "finetune" / f"group_{g}.npz") for g in range(n_groups)]
+        groups = [GroupResult.load(layout.group(g)) for g in range(n_groups)]
         return cls(path, config, users, items, item_group, user_group, groups)
 
     @property
@@ -116,32 +118,8 @@ class BudgetScorer:
 
 def evaluate_run(run: TrainedRun, data: Interactions, budgets: list[Budget], *, split: str = "test",
                  ks: tuple[int, ...] = (20, 50), progress: bool = False, label: str = "PEEL") -> list[dict[str, Any]]:
-    """Metrics per budget, with the bytes actually used (max over user groups); ``progress`` shows a bar
-    per budget (on stderr) labelled ``label``."""
-    rows: list[dict[str, Any]] = []
-    for budget in budgets:
-        try:
-            scorer = run.scorer(budget)
-        except BudgetError as exc:  # reported in the table instead of aborting the other budgets
-            rows.append({"budget": budget.label or str(budget.bytes), "budget_bytes": budget.bytes, "error": str(exc)})
-            continue
-        metrics = evaluate(scorer, data, split=split, ks=ks, progress=progress,
-                           desc=f"{label} at {budget.label or budget.bytes} ({split})")
-        used = max(s.bytes_used for s in scorer.selections)
-        kept = [s.n_kept for s in scorer.selections]
-        rows.append({"budget": budget.label or str(budget.bytes), "budget_bytes": budget.bytes, "bytes_used": used,
-                     "units_kept_min": min(kept), "units_kept_max": max(kept), **metrics})
-    return rows
+    """Metrics per budget, with the bytes actually used (max over user groups): the method protocol's
+    evaluation of this run (:meth:`peel.methods.TrainedModel.evaluate`)."""
+    from peel.methods.peel import PeelModel
 
-
-def evaluate_pretrained(path: str | Path, data: Interactions, *, split: str = "test",
-                        ks: tuple[int, ...] = (20, 50), progress: bool = False) -> dict[str, Any]:
-    """Full-size dot-product quality of a run's stage a (e.g. the LightGCN ablation)."""
-    users, items = load_pretrained(Path(path) / "pretrain" / "embeddings.npz")
-    return evaluate(DotProductScorer(users, items), data, split=split, ks=ks, progress=progress,
-                    desc=f"full-size stage a ({split})")
-
-
-def read_summary(path: str | Path) -> dict[str, Any]:
-    summary = Path(path) / "summary.json"
-    return json.loads(summary.read_text()) if summary.exists() else {}
+    return PeelModel(run).evaluate(data, budgets, split=split, ks=ks, progress=progress, label=label)

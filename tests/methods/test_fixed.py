@@ -12,7 +12,7 @@ from peel.config import PeelConfig
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
 from peel.evaluation.report import evaluate_runs
-from peel.methods import device_bytes, fitted_dimension, train_fixed
+from peel.methods import METHODS, device_bytes, fitted_dimension
 from peel.training.pretrain import load_pretrained
 
 CONFIG = PeelConfig().with_overrides(["pretrain.batch_size=512", "pretrain.lr=0.01", "pretrain.max_epochs=15"])
@@ -31,7 +31,7 @@ def test_fitted_dimension_by_hand():
 def fitted(request, tmp_path_factory, small_data):
     out = tmp_path_factory.mktemp(request.param) / "run"
     budget = Budget(device_bytes(small_data.n_items, 8) + 100, label="tiny")
-    train_fixed(small_data, out, CONFIG, method=request.param, budget=budget, progress=False)
+    METHODS[request.param].fit(small_data, out, CONFIG, budget=budget, progress=False)
     return request.param, out, budget
 
 
@@ -52,13 +52,16 @@ def test_fitted_model_meets_its_budget_and_beats_popularity(fitted, small_data):
 def test_same_seed_same_model_and_resume_refuses_another_budget(fitted, small_data, tmp_path):
     method, out, budget = fitted
     again = tmp_path / "again"
-    train_fixed(small_data, again, CONFIG, method=method, budget=budget, progress=False)
+    METHODS[method].fit(small_data, again, CONFIG, budget=budget, progress=False)
     for a, b in zip(load_pretrained(out / "pretrain" / "embeddings.npz"),
                     load_pretrained(again / "pretrain" / "embeddings.npz"), strict=True):
         np.testing.assert_array_equal(a, b)  # same process, same shapes, same thread count: bit-identical
-    with pytest.raises(PeelError, match="method.json records"):
-        train_fixed(small_data, again, CONFIG, method=method, budget=Budget(budget.bytes * 2), progress=False,
-                    resume=True)
+    with pytest.raises(PeelError, match=f"holds a {method} run fitted to tiny, not a {method} run fitted to big"):
+        METHODS[method].fit(small_data, again, CONFIG, budget=Budget(budget.bytes * 2, "big"), progress=False,
+                            resume=True)
+    other = "pmf" if method == "lightgcn" else "lightgcn"
+    with pytest.raises(PeelError, match=f"holds a {method} run fitted to tiny, not a {other} run"):
+        METHODS[other].fit(small_data, again, CONFIG, budget=budget, progress=False, resume=True)
 
 
 @pytest.mark.parametrize(("args", "message"), [

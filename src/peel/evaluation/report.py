@@ -1,24 +1,26 @@
-"""Budget tables for trained runs: PEEL, its ablations and full-size LightGCN."""
+"""Budget tables for trained runs of any method, with PEEL's ablations and full-size LightGCN."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from peel.budget import Budget, full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig
-from peel.errors import ConfigError, PeelError
-from peel.methods import evaluate_fixed, read_method
+from peel.errors import PeelError
+from peel.methods import load_run
+from peel.run_layout import RunLayout
 
 ABLATION_LABELS = {
     "random_item_groups": "PEEL w/o PopSeg (random item groups)",
     "no_diversity": "PEEL w/o diversity regularizer",
     "single_user_group": "PEEL w/o user clustering",
     "random_selection": "PEEL w/o importance weights (random order)",
+    "lightgcn": "LightGCN (full size)",
 }
+# An ablation's own option that the main run's --set overrides must not undo.
+ABLATED_DEVICE_OPTION = {"random_selection": "device.block_selection"}
 
 
 def resolve_budgets(text: str, *, n_items: int, dim: int, name: str, paper_equivalent: bool,
@@ -32,58 +34,36 @@ def resolve_budgets(text: str, *, n_items: int, dim: int, name: str, paper_equiv
 
 def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = False, reference: str | None = None,
                   split: str = "test", ablations: bool = False, overrides: list[str] | None = None,
-                  ks: tuple[int, ...] = (20, 50), progress: bool = False) -> list[dict[str, Any]]:
-    """Rows of {method, budget, bytes_used, metrics...}; ablation runs that do not exist get an error row.
-    ``progress`` shows a bar per (method, budget) on stderr."""
-    from peel.run import TrainedRun, evaluate_pretrained, evaluate_run
+                  ks: tuple[int, ...] = (20, 50), progress: bool = False,
+                  per_user: bool = False) -> list[dict[str, Any]]:
+    """Rows of {method, budget, bytes_used, metrics...} for any method's run: an elastic one at every
+    budget, a fitted one at its own. With ``ablations``, PEEL's ablation runs and full-size LightGCN too
+    (one that does not exist gets an error row). ``progress`` shows a bar per (method, budget) on stderr;
+    ``per_user`` adds each row's per-user metrics (for paired tests)."""
     from peel.training.pipeline import load_data_source
 
-    run = Path(run)
-    if not (run / "data.json").exists():
-        raise PeelError(f"{run} is not a run directory (no data.json); create one with peel train")
-    data = load_data_source(json.loads((run / "data.json").read_text()))
-    if read_method(run) is not None:  # a fixed-size baseline: evaluated at the budget it was fitted to
-        if overrides or ablations:
-            raise PeelError(f"{run} is a fixed-size run: --set device.* and --ablation apply to PEEL runs only")
-        return evaluate_fixed(run, data, split=split, ks=ks, progress=progress)
-    main = TrainedRun.load(run)
-    if overrides:
-        main.config = _with_device_overrides(main.config, overrides)
-    parsed = resolve_budgets(budgets, n_items=data.n_items, dim=main.config.model.dim, name=data.name,
+    layout = RunLayout(run)
+    layout.require_run()
+    data = load_data_source(layout.read_data_source())
+    model = load_run(layout, overrides=overrides)
+    if ablations and model.method != "peel":
+        raise PeelError(f"{run} is a {model.label} run: --ablation applies to PEEL runs only")
+    dim = PeelConfig.from_json(layout.config).model.dim  # a percentage budget is of this run's full table
+    parsed = resolve_budgets(budgets, n_items=data.n_items, dim=dim, name=data.name,
                              paper_equivalent=paper_equivalent, reference=reference)
-    rows = [{"method": "PEEL", **r} for r in evaluate_run(main, data, parsed, split=split, ks=ks, progress=progress)]
+    options = {"split": split, "ks": ks, "progress": progress, "per_user": per_user}
+    rows = model.evaluate(data, parsed, **options)
     if not ablations:
         return rows
     for name, label in ABLATION_LABELS.items():
-        path = run / "ablations" / name
+        path = layout.ablation(name)
+        kept = [o for o in overrides or [] if not o.strip().startswith(ABLATED_DEVICE_OPTION.get(name, "-"))]
+        if name == "lightgcn":
+            kept = []  # a fixed-size model has no device options
         try:
-            ablation_run = TrainedRun.load(path)
-            if overrides:  # the same overrides as the main run, except for the ablated option
-                selection = ablation_run.config.device.block_selection
-                config = _with_device_overrides(ablation_run.config, overrides)
-                ablation_run.config = dataclasses.replace(
-                    config, device=dataclasses.replace(config.device, block_selection=selection))
+            ablation = load_run(path, overrides=kept)
         except (PeelError, FileNotFoundError):
             rows.append({"method": label, "error": f"not trained: peel train --ablation {name} --out {run}"})
             continue
-        rows += [{"method": label, **r}
-                 for r in evaluate_run(ablation_run, data, parsed, split=split, ks=ks, progress=progress, label=name)]
-    lightgcn = run / "ablations" / "lightgcn"
-    if (lightgcn / "pretrain" / "embeddings.npz").exists():
-        metrics = evaluate_pretrained(lightgcn, data, split=split, ks=ks, progress=progress)
-        dim = main.config.model.dim
-        rows.append({"method": f"LightGCN (full size, D={dim})", "budget": "full",
-                     "bytes_used": full_table_bytes(data.n_items, dim) + dim * 4, **metrics})
-    else:
-        rows.append({"method": "LightGCN (full size)",
-                     "error": f"not trained: peel train --ablation lightgcn --out {run}"})
+        rows += ablation.evaluate(data, parsed, label=ablation.label if name == "lightgcn" else label, **options)
     return rows
-
-
-def _with_device_overrides(config: PeelConfig, overrides: list[str]) -> PeelConfig:
-    """The run's own config with ``device.*`` overrides applied (other sections would change training)."""
-    other = [o for o in overrides if not o.strip().startswith("device.")]
-    if other:
-        raise ConfigError(f"evaluate --set takes only device options (device.eq10, device.blocks, ...), "
-                          f"got {other[0]!r}")
-    return config.with_overrides(overrides)

@@ -3,22 +3,25 @@
 The dimension k is the largest with (|V| + 1) * k * 4 <= budget: the item table plus the user's own
 vector, what a device holds to rank all items for one user. LightGCN is stage a's code with one block
 of k dims and no diversity regularizer; PMF is the same with no propagation (layers = 0). Both train
-with BPR through the one training loop, with early stopping on validation, into a run directory that
-``peel evaluate`` reads; ``method.json`` records the method, the budget and the fitted dimension.
+with BPR through the one training loop, with early stopping on validation, into a run directory whose
+``method.json`` records the method, the budget and the fitted dimension. Without a budget the model is
+full size (the config's D): the full-size LightGCN of the paper's tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from pathlib import Path
 from typing import Any
 
-from peel._io import write_json_atomic
 from peel.budget import BYTES_PER_FLOAT, Budget, format_bytes
 from peel.config import PeelConfig
 from peel.data.interactions import Interactions
 from peel.errors import BudgetError, PeelError
+from peel.evaluation import DotProductScorer, Scorer
+from peel.methods.protocol import Method, TrainedModel
+from peel.run_layout import RunLayout
 
 FIXED_METHODS = {"lightgcn": "LightGCN", "pmf": "PMF"}  # method name -> label in tables
 
@@ -48,46 +51,74 @@ def fitted_config(config: PeelConfig, method: str, dim: int) -> PeelConfig:
              pretrain=r(config.pretrain, lambda_div=0.0))
 
 
-def train_fixed(data: Interactions, out: str | Path, config: PeelConfig, *, method: str, budget: Budget,
-                data_path: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Fit ``method`` to ``budget`` and train it into the run directory ``out``; returns the summary."""
-    from peel.training.pipeline import train
-
-    dim = fitted_dimension(data.n_items, budget)
-    out = Path(out)
-    info = {"method": method, "budget": str(budget), "budget_bytes": budget.bytes, "dim": dim,
-            "device_bytes": device_bytes(data.n_items, dim)}
-    recorded = read_method(out)
-    if recorded is not None and recorded != info:
-        raise PeelError(f"{out / 'method.json'} records {recorded}, not {info}; choose another --out")
-    summary = train(data, out, fitted_config(config, method, dim), data_path=data_path, resume=resume,
-                    progress=progress, stop_after="pretrain")
-    write_json_atomic(out / "method.json", info)
-    return summary
+def method_record(method: str, n_items: int, budget: Budget | None, dim: int) -> dict[str, Any]:
+    """method.json of a fixed-size run (``budget`` None: full size)."""
+    return {"method": method, "budget": None if budget is None else budget.label or str(budget.bytes),
+            "budget_bytes": None if budget is None else budget.bytes, "dim": dim,
+            "device_bytes": device_bytes(n_items, dim)}
 
 
-def read_method(run: str | Path) -> dict[str, Any] | None:
-    """The run's ``method.json`` (None for a PEEL run, which has none)."""
-    path = Path(run) / "method.json"
-    if not path.exists():
-        return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PeelError(f"{path}: cannot read the run's method ({exc})") from None
-    if not isinstance(info, dict) or info.get("method") not in FIXED_METHODS:
-        raise PeelError(f"{path}: expected a JSON object naming one of {', '.join(FIXED_METHODS)}")
-    return info
+class FixedSizeMethod(Method):
+    """LightGCN or PMF with its dimension fitted to the budget it is trained for."""
+
+    elastic = False
+
+    def __init__(self, name: str) -> None:
+        self.name, self.label = name, f"{FIXED_METHODS[name]} fitted"
+
+    def fit(self, data: Interactions, out: str | Path, config: PeelConfig, *, budget: Budget | None = None,
+            data_path: str | Path | None = None, resume: bool = False, progress: bool = True,
+            **options: Any) -> dict[str, Any]:
+        from peel.training.pipeline import train
+
+        if any(options.values()):
+            raise PeelError(f"{', '.join('--' + k.replace('_', '-') for k, v in options.items() if v)} "
+                            "apply to --method peel only")
+        if budget is None:
+            raise PeelError(f"--method {self.name} is fitted to one budget: give --budget, e.g. 5MB-eq")
+        dim = fitted_dimension(data.n_items, budget)
+        return train(data, out, fitted_config(config, self.name, dim), data_path=data_path, resume=resume,
+                     progress=progress, stop_after="pretrain",
+                     method=method_record(self.name, data.n_items, budget, dim))
+
+    def load(self, layout: RunLayout, *, overrides: list[str] | None = None) -> FixedSizeModel:
+        if overrides:
+            raise PeelError(f"{layout.root} is a {self.label} run: --set device.* applies to PEEL runs only")
+        return FixedSizeModel(self.name, layout)
 
 
-def evaluate_fixed(run: str | Path, data: Interactions, *, split: str = "test", ks: tuple[int, ...] = (20, 50),
-                   progress: bool = False) -> list[dict[str, Any]]:
-    """One row: the fitted model at the budget it was fitted to, with the bytes a device holds."""
-    from peel.run import evaluate_pretrained
+class FixedSizeModel(TrainedModel):
+    """A fixed-size model: its final user and item vectors, scored by the dot product."""
 
-    info = read_method(run)
-    if info is None:
-        raise PeelError(f"{run} is not a fixed-size run (no method.json); train one with peel train --method")
-    metrics = evaluate_pretrained(run, data, split=split, ks=ks, progress=progress)
-    return [{"method": f"{FIXED_METHODS[info['method']]} fitted (D={info['dim']})", "budget": info["budget"],
-             "budget_bytes": info["budget_bytes"], "bytes_used": info["device_bytes"], **metrics}]
+    elastic = False
+
+    def __init__(self, method: str, layout: RunLayout) -> None:
+        from peel.training.pretrain import load_pretrained
+
+        info = layout.read_method() or {}
+        if not layout.embeddings.exists():
+            raise PeelError(f"{layout.root}: training has not finished (no {layout.embeddings.name}); "
+                            "finish it with peel train --resume")
+        self.method, self.layout = method, layout
+        self.user_vectors, self.item_vectors = load_pretrained(layout.embeddings)
+        self.dim = int(self.item_vectors.shape[1])
+        budget_bytes = info.get("budget_bytes")
+        self.fitted_budget = None if budget_bytes is None else Budget(int(budget_bytes), info.get("budget") or "")
+        size = f"D={self.dim}"
+        self.label = (f"{FIXED_METHODS[method]} fitted ({size})" if self.fitted_budget is not None
+                      else f"{FIXED_METHODS[method]} (full size, {size})")
+
+    def device_bytes(self, budget: Budget | None) -> int:
+        return device_bytes(len(self.item_vectors), self.dim)
+
+    def scorer(self, budget: Budget | None) -> Scorer:
+        return DotProductScorer(self.user_vectors, self.item_vectors)
+
+    def export(self, out: str | os.PathLike[str], data: Interactions, *, max_budget: Budget | None = None,
+               groups: list[int] | None = None, history: bool = True, overwrite: bool = False) -> Path:
+        from peel.export.export import export_fixed
+
+        if max_budget is not None or groups not in (None, [0]):
+            raise PeelError(f"{self.layout.root} is a {self.label} run: one bundle at the budget it was fitted to "
+                            "(--max-budget and --groups apply to PEEL runs)")
+        return export_fixed(self, out, data=data, history=history, overwrite=overwrite)

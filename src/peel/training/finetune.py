@@ -41,6 +41,10 @@ class GroupTask:
     progress: bool = False
 
 
+_SCALARS = {"group": int, "best_epoch": int, "epochs_run": int, "best_valid_loss": float, "seconds": float}
+_HISTORY = ("epoch", "loss", "score", "seconds")  # one float column per field of a history record
+
+
 @dataclass
 class GroupResult:
     """Fine-tuned state of one user group: what the order, the export and the device need."""
@@ -61,10 +65,9 @@ class GroupResult:
         arrays = {"users": self.users, "item_table": self.item_table, "user_vectors": self.user_vectors,
                   "importance_weights": self.importance_weights,
                   **{f"batch_norm_{k}": np.asarray(v) for k, v in self.batch_norm.items()},
-                  "scalars": np.array([self.group, self.best_epoch, self.epochs_run, self.best_valid_loss,
-                                       self.seconds], dtype=np.float64),
-                  "history": np.array([[h.get("epoch", 0), h.get("loss", 0), h.get("score", math.nan),
-                                        h.get("seconds", 0)] for h in self.history], dtype=np.float64)}
+                  **{name: np.asarray(getattr(self, name)) for name in _SCALARS},
+                  **{f"history_{name}": np.array([h.get(name, math.nan) for h in self.history], dtype=np.float64)
+                     for name in _HISTORY}}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -72,14 +75,18 @@ class GroupResult:
     @classmethod
     def load(cls, path: str | Path) -> GroupResult:
         with np.load(path, allow_pickle=False) as z:
-            scalars = z["scalars"]
             bn = {k.removeprefix("batch_norm_"): z[k] for k in z.files if k.startswith("batch_norm_")}
-            history = [dict(zip(("epoch", "loss", "score", "seconds"), row.tolist(), strict=True))
-                       for row in z["history"]]
-            return cls(group=int(scalars[0]), users=z["users"], item_table=z["item_table"],
-                       user_vectors=z["user_vectors"], batch_norm=bn, importance_weights=z["importance_weights"],
-                       best_epoch=int(scalars[1]), epochs_run=int(scalars[2]), best_valid_loss=float(scalars[3]),
-                       seconds=float(scalars[4]), history=history)
+            if "scalars" in z.files:  # written before the scalars had names: the same fields, by position
+                scalars = dict(zip(_SCALARS, z["scalars"].tolist(), strict=True))
+                columns = dict(zip(_HISTORY, z["history"].T.tolist(), strict=True)) if z["history"].size else {}
+            else:
+                scalars = {name: z[name].item() for name in _SCALARS}
+                columns = {name: z[f"history_{name}"].tolist() for name in _HISTORY}
+            rows = len(next(iter(columns.values()), []))
+            history = [{name: columns[name][i] for name in _HISTORY} for i in range(rows)]
+            return cls(users=z["users"], item_table=z["item_table"], user_vectors=z["user_vectors"], batch_norm=bn,
+                       importance_weights=z["importance_weights"], history=history,
+                       **{name: kind(scalars[name]) for name, kind in _SCALARS.items()})
 
     def transformed_blocks(self) -> np.ndarray:
         """tanh(BatchNorm_eval(table)) for every item: the blocks a device scores with (Eq. 4)."""

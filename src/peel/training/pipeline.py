@@ -3,19 +3,14 @@
 Each stage writes its output atomically and is skipped when that output exists, so a killed run
 continues with ``resume=True`` (the running stage resumes from its last epoch checkpoint).
 
-Run directory:
-    config.json, data.json, log.txt, summary.json
-    pretrain/checkpoint.pt, pretrain/embeddings.npz
-    grouping.npz
-    finetune/group_<g>.npz (+ checkpoint_<g>.pt while running)
-    ablations/<name>/... (same layout, stage a shared where the config allows)
+The run directory's layout is :class:`peel.run_layout.RunLayout`; an ablation shares the main run's
+stage a where its config allows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
@@ -28,6 +23,7 @@ from peel._io import refuse_overlap, write_json_atomic
 from peel.config import PeelConfig, resolve_for_data, validate_for_data
 from peel.data.interactions import Interactions
 from peel.errors import ConfigError, PeelError
+from peel.run_layout import RunLayout
 from peel.training.executor import run_tasks
 from peel.training.finetune import GroupResult, GroupTask, finetune_group
 from peel.training.grouping import item_groups, user_groups
@@ -110,34 +106,40 @@ def load_data_source(info: dict[str, Any]) -> Interactions:
 
 def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path: str | Path | None = None,
           resume: bool = False, progress: bool = True, ablation: str | None = None,
-          stop_after: str | None = None, stage_a_from: str | Path | None = None) -> dict[str, Any]:
+          stop_after: str | None = None, stage_a_from: str | Path | None = None,
+          method: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole pipeline into ``out``; returns the summary written to summary.json.
 
     With ``ablation``, the run goes to ``out/ablations/<name>`` with the ablation's config, reusing
     the main run's stage a when the ablation does not change it. ``stop_after='pretrain'`` stops there.
     ``stage_a_from``: a finished run (or a folder of runs with an ``ablations/`` beside) whose stage a
     is reused (hard-linked) when its model, pretraining config, seed and data equal this one's.
+    ``method``: the run's method.json (default PEEL's); a fitted baseline passes its method and budget.
     """
     out = Path(out)
+    method = method or {"method": "peel"}
     config = resolve_for_data(config, n_train=data.count("train"))  # config.json holds the resolved values
     check_negatives(data)  # a user with every item has no BPR negative: refused before anything is written
     if ablation is not None:
         parent = out
         config = ablation_config(config, ablation)
-        out = parent / "ablations" / ablation
-        if ablation == "lightgcn":
+        out = RunLayout(parent).ablation(ablation).root
+        if ablation == "lightgcn":  # full-size LightGCN: stage a alone, a fixed-size model with no budget
+            from peel.methods.fixed import method_record
+
             stop_after = "pretrain"
+            method = method_record("lightgcn", data.n_items, None, config.model.dim)
     validate_for_data(config, n_users=data.n_users, n_items=data.n_items)  # nothing is written before the checks
     refuse_overlap(out, [data_path] if data_path is not None else [], cwd=False)
     source = data_source(data, data_path)
     if ablation is not None:  # an ablation is compared with its main run: the same data
         _check_same_data(parent, source)
-    _prepare_run_dir(out, config, source, resume=resume)
+    _prepare_run_dir(out, config, source, method, resume=resume)
     if ablation is not None:
         _share_pretraining(parent, out, config)
     elif stage_a_from is not None:
         _share_pretraining(Path(stage_a_from), out, config)
-    handler = _attach_log(out / "log.txt")
+    handler = _attach_log(RunLayout(out).log)
     log.info("train %s: executor %s, threads %d%s", out, config.executor, config.threads,
              ", resume" if resume else "")
     try:
@@ -151,13 +153,14 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
                 stop_after: str | None) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    embeddings = out / "pretrain" / "embeddings.npz"
+    layout = RunLayout(out)
+    embeddings = layout.embeddings
     if not embeddings.exists():
-        embeddings.parent.mkdir(parents=True, exist_ok=True)
+        layout.pretrain_dir.mkdir(parents=True, exist_ok=True)
         result = pretrain(data, model_config=config.model, config=config.pretrain, seed=config.seed,
-                          checkpoint=out / "pretrain" / "checkpoint.pt", resume=resume, progress=progress)
+                          checkpoint=layout.pretrain_checkpoint, resume=resume, progress=progress)
         result.save(embeddings)
-        write_json_atomic(out / "pretrain" / "result.json", {
+        write_json_atomic(layout.pretrain_result, {
             "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
             "epochs_run": result.loop.epochs_run, "seconds": result.loop.seconds, "history": result.loop.history})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
@@ -167,13 +170,13 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     if stop_after == "pretrain":
         return _write_summary(out, timings, groups=[])
     t1 = time.perf_counter()
-    fresh = not (out / "grouping.npz").exists()
+    fresh = not layout.grouping.exists()
     item_group, user_group = _grouping(data, out, config, user_vectors)
     if fresh:
         timings["grouping"] = time.perf_counter() - t1
         _write_summary(out, timings, groups=[])
     t2 = time.perf_counter()
-    pending = len(list((out / "finetune").glob("group_*.npz"))) if (out / "finetune").exists() else 0
+    pending = layout.finished_groups()
     groups = _finetune(data, out, config, user_vectors, item_vectors, item_group, user_group,
                        resume=resume, progress=progress)
     if pending < len(groups):
@@ -183,7 +186,8 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
 
 def _grouping(data: Interactions, out: Path, config: PeelConfig,
               user_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    path = out / "grouping.npz"
+    layout = RunLayout(out)
+    path = layout.grouping
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             return z["item_group"], z["user_group"]
@@ -196,7 +200,7 @@ def _grouping(data: Interactions, out: Path, config: PeelConfig,
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, item_group=items, user_group=users.labels, centroids=users.centroids)
-    write_json_atomic(out / "grouping.json", {
+    write_json_atomic(layout.grouping_sizes, {
         "item_group_sizes": np.bincount(items).tolist(), "user_group_sizes": np.bincount(users.labels).tolist(),
         "merged_user_groups": users.merged})
     return items, users.labels
@@ -204,25 +208,25 @@ def _grouping(data: Interactions, out: Path, config: PeelConfig,
 
 def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: np.ndarray, item_vectors: np.ndarray,
               item_group: np.ndarray, user_group: np.ndarray, *, resume: bool, progress: bool) -> list[GroupResult]:
-    directory = out / "finetune"
-    directory.mkdir(exist_ok=True)
+    layout = RunLayout(out)
+    layout.finetune_dir.mkdir(exist_ok=True)
     train_csr, valid_csr = data.csr("train"), data.csr("valid")
     done: dict[int, GroupResult] = {}
     tasks = []
     for g in range(int(user_group.max()) + 1):  # a loop over user groups, not users
-        path = directory / f"group_{g}.npz"
+        path = layout.group(g)
         if path.exists():
             done[g] = GroupResult.load(path)
             continue
         users = np.flatnonzero(user_group == g)
         tasks.append(GroupTask(group=g, config=config, users=users, item_table=item_vectors,
                                user_vectors=user_vectors[users], item_group=item_group, train=train_csr[users],
-                               valid=valid_csr[users], checkpoint=str(directory / f"checkpoint_{g}.pt"),
+                               valid=valid_csr[users], checkpoint=str(layout.group_checkpoint(g)),
                                resume=resume, progress=progress and config.executor == "local"))
 
     def save(result: GroupResult) -> None:
-        result.save(directory / f"group_{result.group}.npz")
-        checkpoint = directory / f"checkpoint_{result.group}.pt"
+        result.save(layout.group(result.group))
+        checkpoint = layout.group_checkpoint(result.group)
         if checkpoint.exists():
             checkpoint.unlink()
         log.info("user group %d: %d users, best epoch %d, valid loss %.5f, %.1f s", result.group, len(result.users),
@@ -237,8 +241,8 @@ def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: n
 def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResult]) -> dict[str, Any]:
     """Stage times of this invocation; a stage skipped because it was done keeps its recorded time
     (written when it finished; a stage resumed after a kill records only the time after the resume)."""
-    path = out / "summary.json"
-    recorded = json.loads(path.read_text()).get("seconds", {}) if path.exists() else {}
+    path = RunLayout(out).summary
+    recorded = RunLayout(out).read_summary().get("seconds", {})
     seconds = {k: v for k, v in recorded.items() if k != "total"}
     seconds.update({k: round(v, 2) for k, v in timings.items()})
     summary = {"seconds": seconds,
@@ -250,16 +254,23 @@ def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResul
     return summary
 
 
-def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], *, resume: bool) -> None:
-    """Refuse what is not this run (another run, other data, a directory of something else), then
-    record the config and the data. Executor and threads may change on resume: they do not change results."""
+def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], method: dict[str, Any], *,
+                     resume: bool) -> None:
+    """Refuse what is not this run (another run, another method or budget, other data, a directory of
+    something else), then record the config, the method and the data. Executor and threads may change on
+    resume: they do not change results."""
     if out.exists() and not out.is_dir():
         raise PeelError(f"run directory {out} exists and is not a directory")
-    config_path = out / "config.json"
+    layout = RunLayout(out)
+    config_path = layout.config
     if config_path.exists():
         if not resume:
             raise PeelError(f"run directory {out} already holds a run; pass --resume to continue it "
                             "or choose another --out")
+        recorded = layout.read_method() or {"method": "peel"}
+        if recorded != method:
+            raise PeelError(f"run directory {out} holds {_describe(recorded)}, not {_describe(method)}; "
+                            "choose another --out")
         saved = PeelConfig.from_json(config_path)
         if _computed(saved) != _computed(config):
             raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config "
@@ -271,11 +282,17 @@ def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], *, r
     out.mkdir(parents=True, exist_ok=True)
     if not config_path.exists():
         write_json_atomic(config_path, config.to_dict())
-    write_json_atomic(out / "data.json", source)
+    write_json_atomic(layout.method, method)
+    write_json_atomic(layout.data, source)
+
+
+def _describe(method: dict[str, Any]) -> str:
+    budget = f" fitted to {method['budget']}" if method.get("budget") else ""
+    return f"a {method['method']} run{budget}"
 
 
 def _check_same_data(run: Path, source: dict[str, Any]) -> None:
-    recorded = _read_json(run / "data.json")
+    recorded = RunLayout(run).read_data_source()
     difference = _data_difference(recorded, source) if recorded else None
     if difference:
         raise PeelError(f"run {run} was trained on other data: {difference}; use it with its own data "
@@ -289,29 +306,22 @@ def _computed(config: PeelConfig) -> PeelConfig:
 
 def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
     """Reuse finished stage-a embeddings from the main run or a sibling ablation with the same stage a."""
-    target = out / "pretrain" / "embeddings.npz"
-    if target.exists():
+    target = RunLayout(out)
+    if target.embeddings.exists():
         return
-    candidates = [parent, *sorted((parent / "ablations").glob("*"))]
-    for candidate in candidates:
-        embeddings = candidate / "pretrain" / "embeddings.npz"
-        if candidate == out or not embeddings.exists() or not (candidate / "config.json").exists():
+    for candidate in [RunLayout(parent), *RunLayout(parent).ablations()]:
+        if candidate.root == out or not candidate.embeddings.exists() or not candidate.config.exists():
             continue
-        if _data_difference(_read_json(candidate / "data.json"), _read_json(out / "data.json")) is not None:
+        if _data_difference(candidate.read_data_source(), target.read_data_source()) is not None:
             continue
-        other = PeelConfig.from_json(candidate / "config.json")
+        other = PeelConfig.from_json(candidate.config)
         if other.model == config.model and other.pretrain == config.pretrain and other.seed == config.seed:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(embeddings, target)
-            for extra in ("result.json",):
-                if (candidate / "pretrain" / extra).exists():
-                    os.link(candidate / "pretrain" / extra, out / "pretrain" / extra)
-            log.info("%s: stage a shared with %s", out, candidate)
+            target.pretrain_dir.mkdir(parents=True, exist_ok=True)
+            os.link(candidate.embeddings, target.embeddings)
+            if candidate.pretrain_result.exists():
+                os.link(candidate.pretrain_result, target.pretrain_result)
+            log.info("%s: stage a shared with %s", out, candidate.root)
             return
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _attach_log(path: Path) -> logging.Handler:

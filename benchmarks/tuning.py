@@ -1,0 +1,113 @@
+"""The tuning grid every fixed-size baseline gets, on validation at one budget (5MB-eq): the L2 weight
+first, then learning rate x batch at the best L2. Every configuration has the same epoch cap and early
+stopping (so the same cap on training triples); the winner (best validation NDCG@50) is what
+benchmarks/fitted.py trains at every budget.
+
+    python benchmarks/tuning.py --data ../shared/data/yelp2018-sub --runs runs/tuning-yelp
+
+Resumable: rerun after a kill. Results: benchmarks/results/tuning_<dataset>.{json,md}, which record
+each configuration's validation score and training seconds, and the grid's total time per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from peel.bench import RESULTS_DIR, write_result
+from peel.budget import full_table_bytes, parse_budget
+from peel.budget import paper_equivalent as scale
+from peel.config import PeelConfig
+from peel.data import load
+from peel.methods import FIXED_METHODS, METHODS, load_run
+from peel.run_layout import RunLayout
+
+TUNING_BUDGET = "5MB"        # paper-equivalent; the cheapest budget, where the ranking of configs matters most
+L2_GRID = (1e-4, 1e-2, 1e-1, 1.0)   # peel's default first; PMF needs far more than LightGCN (measured)
+# (batch multiplier, lr multiplier) at the best L2, around the data-derived default (PretrainConfig.resolved):
+# half and twice the learning rate, and a quarter of the batch with the sqrt rule's half learning rate
+LR_BATCH_GRID = ((1, 0.5), (1, 2.0), (0.25, 0.5))
+
+
+def overrides_for(config: PeelConfig, n_train: int, l2: float, batch_factor: float, lr_factor: float) -> list[str]:
+    auto = config.pretrain.resolved(n_train)
+    batch = max(256, int(auto.batch_size * batch_factor))
+    return [f"pretrain.l2={l2:g}", f"pretrain.batch_size={batch}", f"pretrain.lr={auto.lr * lr_factor:.6g}"]
+
+
+def config_name(overrides: list[str]) -> str:
+    return "_".join(o.split(".", 1)[1].replace("=", "") for o in overrides)
+
+
+def run_config(data: Any, data_path: str, runs: Path, method: str, overrides: list[str]) -> dict[str, Any]:
+    budget = scale(parse_budget(TUNING_BUDGET, full_table_bytes=full_table_bytes(data.n_items, 128)),
+                   n_items=data.n_items, reference=data.name)
+    out = runs / f"{method}-{config_name(overrides)}"
+    if not RunLayout(out).embeddings.exists():
+        print(f"{method} {' '.join(overrides)}", flush=True)
+        METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides), budget=budget, data_path=data_path,
+                            resume=RunLayout(out).config.exists(), progress=False)
+    [row] = load_run(out).evaluate(data, [budget], split="valid", ks=(50,))
+    result = RunLayout(out).read_json(RunLayout(out).pretrain_result)
+    return {"method": method, "overrides": overrides, "run": str(out), "valid_ndcg@50": row["ndcg@50"],
+            "valid_recall@50": row["recall@50"], "seconds": RunLayout(out).stage_seconds("pretrain"),
+            "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"]}
+
+
+def tune(data: Any, data_path: str, runs: Path, method: str) -> dict[str, Any]:
+    n_train = data.count("train")
+    config = PeelConfig()
+    rows = [run_config(data, data_path, runs, method, overrides_for(config, n_train, l2, 1, 1)) for l2 in L2_GRID]
+    best_l2 = max(zip(L2_GRID, rows, strict=True), key=lambda p: p[1]["valid_ndcg@50"])[0]
+    rows += [run_config(data, data_path, runs, method, overrides_for(config, n_train, best_l2, b, lr))
+             for b, lr in LR_BATCH_GRID]
+    best = max(rows, key=lambda r: r["valid_ndcg@50"])
+    return {"method": method, "rows": rows, "best": best["overrides"],
+            "grid_seconds": sum(r["seconds"] or 0 for r in rows)}
+
+
+def chosen_overrides(dataset: str, method: str, results_dir: Path = RESULTS_DIR) -> list[str]:
+    """The winning overrides of a finished tuning run (benchmarks/results/tuning_<dataset>.json)."""
+    import json
+
+    path = results_dir / f"tuning_{dataset}.json"
+    tuned = {t["method"]: t for t in json.loads(path.read_text())["methods"]}
+    return tuned[method]["best"]
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    lines = [f"## Tuning grid of the fitted baselines on {payload['dataset']} (validation, {TUNING_BUDGET}-eq)", "",
+             f"L2 in {list(L2_GRID)} at the data-derived batch and learning rate, then (batch, lr) x "
+             f"{[list(p) for p in LR_BATCH_GRID]} of the defaults at the best L2; same epoch cap and early stopping "
+             "for all. **Bold**: the winner, trained at every budget by benchmarks/fitted.py.", "",
+             "| method | l2 | batch | lr | valid NDCG@50 | valid Recall@50 | best epoch (run) | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for tuned in payload["methods"]:
+        for r in tuned["rows"]:
+            values = dict(o.split("=", 1) for o in r["overrides"])
+            mark = "**" if r["overrides"] == tuned["best"] else ""
+            lines.append(f"| {mark}{FIXED_METHODS[r['method']]}{mark} | {values['pretrain.l2']} | "
+                         f"{values['pretrain.batch_size']} | {values['pretrain.lr']} | {mark}{r['valid_ndcg@50']:.5f}"
+                         f"{mark} | {r['valid_recall@50']:.5f} | {r['best_epoch']} ({r['epochs_run']}) | "
+                         f"{r['seconds'] or math.nan:.0f} |")
+        lines.append(f"| {FIXED_METHODS[tuned['method']]}: grid time | | | | | | | {tuned['grid_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--methods", default=",".join(FIXED_METHODS))
+    args = parser.parse_args()
+    data = load(args.data)
+    payload = {"dataset": data.name, "budget": f"{TUNING_BUDGET}-eq",
+               "methods": [tune(data, args.data, args.runs, m) for m in args.methods.split(",")]}
+    write_result(f"tuning_{data.name}", payload, markdown(payload))
+    print(markdown(payload))
+
+
+if __name__ == "__main__":
+    main()
