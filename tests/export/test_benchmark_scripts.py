@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from peel.export import export_run
@@ -103,3 +104,34 @@ def test_defaults_benchmark_compares_configurations_by_their_mean_over_seeds() -
     assert first["best_by"] == "other" and first["gap"] == pytest.approx(0.11 / 0.112 - 1)  # lucky's mean is 0.10
     assert first["within"]  # -1.8%
     assert second["best_by"] == "recorded run" and not second["within"]  # -9%
+
+
+def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
+    from peel.budget import Budget
+
+    compare = _script("compare")
+    users = np.arange(50)
+    rng = np.random.default_rng(0)
+
+    def row(run, method, valid, shift):
+        ndcg = np.clip(rng.uniform(0, 0.2, 50) + shift, 0, 1)
+        return {"run": run, "method": method, "budget": "5MB-eq", "valid_ndcg50": valid,
+                "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}}
+
+    rows = [row("peel-defaults", "PEEL (defaults)", 0.02, 0.0), row("lightgcn-5MB-eq", "LightGCN fitted", 0.03, 0.1),
+            row("pmf-5MB-eq", "PMF fitted", 0.01, 0.5), row("lightgcn-full", "LightGCN (full size)", 0.09, 0.9)]
+    tests = compare.paired_rows(rows, [Budget(100, "5MB-eq")])
+    # the fitted model best on validation (LightGCN), not the best on test (PMF) nor the full-size reference
+    assert [t["b"] for t in tests] == ["LightGCN fitted"] * 2 and [t["metric"] for t in tests] == ["ndcg@50",
+                                                                                                   "recall@50"]
+    assert tests[0]["difference"] < 0 and tests[0]["p_value"] < 0.01
+
+
+def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:
+    from peel.config import PeelConfig
+
+    tuning = _script("tuning")
+    overrides = tuning.overrides_for(PeelConfig(), 2_000_000, 0.1, 0.25, 0.5)
+    # n_train 2M: auto batch 2^round(log2(250k)) capped at 65536, lr 2e-2; a quarter batch at half the lr
+    assert overrides == ["pretrain.l2=0.1", "pretrain.batch_size=16384", "pretrain.lr=0.01"]
+    assert tuning.config_name(overrides) == "l20.1_batch_size16384_lr0.01"

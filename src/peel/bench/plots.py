@@ -13,11 +13,12 @@ from peel.errors import PeelError
 
 def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
                   metrics: Sequence[str] = ("recall@50", "ndcg@50"), title: str | None = None) -> Path:
-    """One panel per metric: the metric against the budget (MB) for every method.
+    """One panel per metric: the metric against the bytes a device holds (MB) for every method.
 
-    ``rows`` are the budget-table rows of :func:`peel.evaluation.report.evaluate_runs` (method, budget_bytes,
-    metrics); rows with an ``error`` are left out, and a method measured only at full size (no
-    ``budget_bytes``) is drawn as a dashed horizontal line. Written atomically as PNG; returns the path.
+    ``rows`` are the budget-table rows of :func:`peel.evaluation.report.evaluate_runs` (method, bytes_used or
+    budget_bytes, metrics); rows with an ``error`` are left out. An elastic method is a curve over its
+    budgets; a row with ``"elastic": False`` (a model fitted to one budget) is a point; a method measured
+    only at full size (no bytes) is a dashed horizontal line. Written atomically as PNG; returns the path.
     """
     try:
         import matplotlib
@@ -34,15 +35,17 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
     for ax, metric in zip(axes[0], metrics, strict=True):
         for i, method in enumerate(methods):
             mine = [r for r in usable if r["method"] == method and metric in r]
-            curve = sorted((r["budget_bytes"] / 1e6, r[metric]) for r in mine if "budget_bytes" in r)
+            sized = sorted((_megabytes(r), r[metric]) for r in mine if _megabytes(r) is not None)
             color = f"C{i % 10}"
-            if curve:
-                xs, ys = zip(*curve, strict=True)
-                ax.plot(xs, ys, marker="o", label=method, color=color)
+            if sized:
+                xs, ys = zip(*sized, strict=True)
+                points = all(r.get("elastic") is False for r in mine)
+                ax.plot(xs, ys, marker="s" if points else "o", linestyle="none" if points else "-",
+                        markersize=7 if points else 4, label=method, color=color)
             for r in mine:
-                if "budget_bytes" not in r:
+                if _megabytes(r) is None:
                     ax.axhline(r[metric], linestyle="--", color=color, label=f"{method} ({r.get('budget', 'full')})")
-        ax.set_xlabel("memory budget (MB)")
+        ax.set_xlabel("bytes a device holds (MB)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
@@ -54,3 +57,10 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return path
+
+
+def _megabytes(row: dict[str, Any]) -> float | None:
+    """A row's x: the bytes a device holds, else its budget; None for a full-size reference."""
+    size = row.get("bytes_used") if row.get("budget") != "full" else None
+    size = size if size is not None else row.get("budget_bytes")
+    return None if size is None else size / 1e6

@@ -63,7 +63,7 @@ class TrainedModel(ABC):
         rows: list[dict[str, Any]] = []
         for budget in self.budgets(budgets):
             name = "full" if budget is None else budget.label or str(budget.bytes)
-            row: dict[str, Any] = {"method": label, "budget": name,
+            row: dict[str, Any] = {"method": label, "budget": name, "elastic": self.elastic,
                                    "budget_bytes": None if budget is None else budget.bytes}
             try:
                 used = self.device_bytes(budget)

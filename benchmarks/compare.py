@@ -1,0 +1,186 @@
+"""PEEL against the models trained for each budget, on one dataset: PEEL (peel's defaults, and the paper's
+config), LightGCN and PMF fitted to 5/10/25MB-eq with their tuned recipe (benchmarks/tuning.py), full-size
+LightGCN and popularity. Test Recall/NDCG@20/50, each model's training seconds (its deployment time for
+that budget; PEEL's one pipeline serves every budget), a paired per-user Wilcoxon test between PEEL and
+the best fitted model of each budget (chosen on validation), and a plot of test NDCG@50 / Recall@50
+against the bytes a device holds: PEEL as a curve over many budgets, the fitted models as points.
+
+    python benchmarks/tuning.py  --data ../shared/data/amazon-book-sub --runs runs/tuning-amazon
+    python benchmarks/compare.py --data ../shared/data/amazon-book-sub --runs runs/compare-amazon
+
+Trains what is missing into RUNS (resumable: rerun after a kill). Results:
+benchmarks/results/compare_<dataset>.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peel.bench import RESULTS_DIR, write_result
+from peel.budget import Budget, full_table_bytes, parse_budgets
+from peel.budget import paper_equivalent as scale
+from peel.config import PeelConfig, config_from_sources
+from peel.data import load
+from peel.evaluation import PopularityScorer, evaluate
+from peel.evaluation.significance import paired_test
+from peel.methods import FIXED_METHODS, METHODS, load_run
+from peel.run_layout import RunLayout
+
+try:
+    from tuning import chosen_overrides
+except ImportError:  # run from another directory
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tuning import chosen_overrides
+
+BUDGETS = "5MB,10MB,25MB"
+KS = (20, 50)
+CURVE_POINTS = 14
+PAPER_CONFIG = Path(__file__).parent / "paper.toml"
+PEEL_VARIANTS = {"peel-defaults": ("PEEL (defaults)", None), "peel-paper": ("PEEL (paper config)", PAPER_CONFIG)}
+
+
+def budgets_for(data: Any, reference: str | None) -> list[Budget]:
+    return [scale(b, n_items=data.n_items, reference=reference or data.name)
+            for b in parse_budgets(BUDGETS, full_table_bytes=full_table_bytes(data.n_items, 128))]
+
+
+def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget]) -> dict[str, Path]:
+    """Every run of the comparison, trained if missing; name -> run directory."""
+    paths: dict[str, Path] = {}
+    for name, (label, config_file) in PEEL_VARIANTS.items():
+        out = runs / name
+        if not RunLayout(out).summary.exists() or not RunLayout(out).finetune_dir.exists() or \
+                RunLayout(out).finished_groups() == 0:
+            print(f"training {label}", flush=True)
+            METHODS["peel"].fit(data, out, config_from_sources(config_file, []), data_path=data_path,
+                                resume=RunLayout(out).config.exists(), progress=False)
+        paths[name] = out
+    # full-size LightGCN: the defaults' stage a (lambda_div = 0) as its own run, the stage shared
+    full = RunLayout(runs / "peel-defaults").ablation("lightgcn")
+    if not full.embeddings.exists():
+        METHODS["peel"].fit(data, runs / "peel-defaults", PeelConfig(), data_path=data_path, resume=True,
+                            progress=False, ablation="lightgcn")
+    paths["lightgcn-full"] = full.root
+    for method in FIXED_METHODS:
+        overrides = chosen_overrides(data.name, method)
+        for budget in budgets:
+            out = runs / f"{method}-{budget.label}"
+            if not RunLayout(out).embeddings.exists():
+                print(f"training {method} at {budget} with {' '.join(overrides)}", flush=True)
+                METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides), budget=budget,
+                                    data_path=data_path, resume=RunLayout(out).config.exists(), progress=False)
+            paths[f"{method}-{budget.label}"] = out
+    return paths
+
+
+def seconds_of(path: Path, name: str) -> float | None:
+    layout = RunLayout(path)
+    if name == "lightgcn-full":  # its stage a is the defaults run's
+        return RunLayout(path.parents[1]).stage_seconds("pretrain")
+    return layout.stage_seconds("total")
+
+
+def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> list[dict[str, Any]]:
+    """Test rows with per-user NDCG@50 (for the paired tests) and validation NDCG@50 (for choices)."""
+    rows = []
+    for name, path in paths.items():
+        model = load_run(path)
+        label = PEEL_VARIANTS.get(name, (model.label,))[0]
+        print(f"evaluating {label}", flush=True)
+        valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
+        for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label):
+            row.update(run=name, train_seconds=seconds_of(path, name),
+                       valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
+            rows.append(row)
+    return rows
+
+
+def curve(data: Any, path: Path, label: str) -> list[dict[str, Any]]:
+    """An elastic model's test NDCG/Recall@50 at CURVE_POINTS budgets from its minimum to full size."""
+    model = load_run(path)
+    run = model.run
+    low = max(run.layout.minimum_bytes(run.unit_order(g)) for g in range(len(run.groups)))
+    high = run.layout.full_bytes()
+    budgets = [Budget(int(b), f"{b / 1e6:.2f}MB") for b in np.geomspace(low, high, CURVE_POINTS)]
+    print(f"budget curve of {label}", flush=True)
+    return [{k: v for k, v in r.items() if k != "per_user"}
+            for r in model.evaluate(data, budgets, split="test", ks=(50,), label=label)]
+
+
+def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[str, Any]]:
+    """Per budget: PEEL (defaults) against the fitted model with the best validation NDCG@50."""
+    out = []
+    for budget in budgets:
+        peel = next(r for r in rows if r["run"] == "peel-defaults" and r["budget"] == budget.label)
+        fitted = [r for r in rows if r["run"] in {f"{m}-{budget.label}" for m in FIXED_METHODS}]
+        best = max(fitted, key=lambda r: r["valid_ndcg50"])
+        for metric in ("ndcg@50", "recall@50"):
+            test = paired_test(peel["per_user"], best["per_user"], metric)
+            out.append({"budget": budget.label, "a": peel["method"], "b": best["method"], **test})
+    return out
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    name = payload["dataset"]
+    lines = [f"## PEEL against models trained for each budget on {name} (test split)", "",
+             "Budgets are paper-equivalent (MB-eq). Fitted models use their tuned recipe "
+             f"(benchmarks/results/tuning_{name}.md). Train seconds: a fitted model's is its deployment time for "
+             "that budget alone; PEEL's is one pipeline that serves every budget.", "",
+             "| method | budget | bytes used | train s | valid NDCG@50 | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in payload["rows"]:
+        seconds = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
+        lines.append(f"| {r['method']} | {r['budget']} | {r['bytes_used']:,} | {seconds} | {r['valid_ndcg50']:.5f} | "
+                     + " | ".join(f"{r[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
+    p = payload["popularity"]
+    lines.append("| popularity | - | - | - | - | " + " | ".join(
+        f"{p[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
+    lines += ["", "### Paired per-user test: PEEL (defaults) against the best fitted model of each budget", "",
+              "Best by validation NDCG@50; two-sided Wilcoxon signed-rank over test users (users where both score "
+              "the same are ties).", "",
+              "| budget | fitted model | metric | PEEL | fitted | PEEL - fitted | wins / losses / ties | p |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t in payload["paired"]:
+        lines.append(f"| {t['budget']} | {t['b']} | {t['metric']} | {t['mean_a']:.5f} | {t['mean_b']:.5f} | "
+                     f"{t['relative']:+.1%} | {t['wins']} / {t['losses']} / {t['ties']} | {t['p_value']:.2g} |")
+    lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)", "",
+              "PEEL's curve: " + ", ".join(f"{r['bytes_used'] / 1e6:.2f} MB → {r['ndcg@50']:.4f}"
+                                          for r in payload["curves"] if r["method"] == "PEEL (defaults)"
+                                          and "error" not in r)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--reference", default=None, help="paper dataset for budgets (default: from the name)")
+    args = parser.parse_args()
+
+    data = load(args.data)
+    budgets = budgets_for(data, args.reference)
+    paths = train_all(data, args.data, args.runs, budgets)
+    rows = evaluate_all(data, paths, budgets)
+    paired = paired_rows(rows, budgets)
+    curves = [point for name, (label, _) in PEEL_VARIANTS.items() for point in curve(data, paths[name], label)]
+    table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
+    payload = {"dataset": data.name, "budgets": [str(b) for b in budgets], "rows": table, "paired": paired,
+               "curves": curves, "popularity": evaluate(PopularityScorer(data), data, split="test", ks=KS)}
+    from peel.bench.plots import budget_curves
+
+    pop = {"method": "popularity", "budget": "full", **payload["popularity"]}
+    fitted_points = [r for r in table if not r["elastic"]]
+    budget_curves(curves + fitted_points + [pop], RESULTS_DIR / f"compare_{data.name}.png",
+                  title=f"{data.name}: test split, one elastic model vs a model per budget")
+    write_result(f"compare_{data.name}", payload, markdown(payload))
+    print(markdown(payload))
+
+
+if __name__ == "__main__":
+    main()
