@@ -50,6 +50,23 @@ class PretrainConfig:
     eval_users: int = 10000     # fixed sample of validation users for early stopping (0 = all)
     lr_decay: float = 1.0       # multiply lr by this after lr_patience validations without improvement (1 = off)
     lr_patience: int = 2
+    # Nested blocks: BPR averaged over the dot products of these leading block counts ("1,2,4,8,16"; "" = off,
+    # the paper's stage a), so every prefix of an item's blocks is itself a trained embedding (issue 10).
+    nested: str = ""
+
+    def nested_blocks(self, n_blocks: int) -> tuple[int, ...]:
+        """The block counts of ``nested`` (ascending, within [1, n_blocks]); () when off."""
+        if not self.nested.strip():
+            return ()
+        try:
+            counts = tuple(sorted({int(p) for p in self.nested.split(",") if p.strip()}))
+        except ValueError:
+            raise ConfigError(f"pretrain.nested must be comma-separated block counts such as 1,2,4,8,16, "
+                              f"got {self.nested!r}") from None
+        if not counts or counts[0] < 1 or counts[-1] > n_blocks:
+            raise ConfigError(f"pretrain.nested block counts must lie in [1, {n_blocks}] (model.n_blocks), "
+                              f"got {self.nested!r}")
+        return counts
 
     def resolved(self, n_train: int) -> PretrainConfig:
         """This config with every auto field (0) derived from the number of training interactions.
@@ -96,6 +113,11 @@ class FinetuneConfig:
     bilevel: str = "first_order"
     scorer: str = "mlp"         # stage_b_scorer: "mlp" (paper) or "dot" (block-aligned dot product)
     use_controller: bool = True  # False: uniform importance weights (the 'no importance weight' ablation)
+    # "controller": the paper's stage b (Algorithm 1); "density": no training, the unit order of a nested
+    # stage a by value per byte: weight(g, b) = share of the user group's training interactions in item
+    # group g x density_decay^b, so blocks of an item group come in order and popular groups get more.
+    importance: str = "controller"
+    density_decay: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -223,6 +245,7 @@ _CHOICES = {
     ("grouping", "user_grouping"): ("kmeans", "single"),
     ("finetune", "bilevel"): ("second_order", "first_order"),
     ("finetune", "scorer"): ("mlp", "dot"),
+    ("finetune", "importance"): ("controller", "density"),
     ("device", "eq10"): EQ10_READINGS,
     ("device", "eq10_scale"): EQ10_SCALES,
     ("device", "blocks"): ("transformed", "raw", "pretrained"),
@@ -248,11 +271,13 @@ def validate(config: PeelConfig) -> None:
         "finetune.patience": config.finetune.patience,
         "finetune.lr": config.finetune.lr, "finetune.controller_lr": config.finetune.controller_lr,
         "finetune.controller_hidden": config.finetune.controller_hidden,
+        "finetune.density_decay": config.finetune.density_decay,
         "pretrain.lr_patience": config.pretrain.lr_patience,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config {key} must be positive, got {value}")
+    config.pretrain.nested_blocks(config.model.n_blocks)  # refuses a malformed list before anything runs
     if config.model.embedding_dim and config.model.embedding_dim != config.model.dim:
         raise ConfigError(f"model.embedding_dim = {config.model.embedding_dim} must equal n_blocks * block_dim = "
                           f"{config.model.n_blocks} * {config.model.block_dim} = {config.model.dim}")

@@ -8,6 +8,7 @@ own thread count, so the result does not depend on where it runs.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,9 +115,34 @@ def item_group_share(train: sp.csr_matrix, item_group: np.ndarray, n_item_groups
     return counts / max(counts.sum(), 1.0)
 
 
+def density_weights(share: np.ndarray, n_blocks: int, decay: float) -> np.ndarray:
+    """(G_v, N) importance weights share_g * decay^b: value per byte of block b of item group g (item
+    groups have equal sizes), for a nested stage a whose every block prefix is a trained embedding. With
+    decay < 1 an item group's blocks come in order, and popular item groups get more of them."""
+    smoothed = (share + 1e-6) / (share + 1e-6).sum()
+    return smoothed[:, None] * decay ** np.arange(n_blocks)[None, :]
+
+
+def density_group(task: GroupTask) -> GroupResult:
+    """The 'density' importance: no training; the stage-a table and user vectors as they are."""
+    start = time.perf_counter()
+    n_item_groups = int(task.item_group.max()) + 1
+    share = item_group_share(task.train, task.item_group, n_item_groups)
+    dim = task.item_table.shape[1]
+    identity = {"running_mean": np.zeros(dim, np.float32), "running_var": np.ones(dim, np.float32),
+                "weight": np.ones(dim, np.float32), "bias": np.zeros(dim, np.float32), "eps": np.array(0.0)}
+    return GroupResult(group=task.group, users=task.users, item_table=task.item_table,
+                       user_vectors=task.user_vectors, batch_norm=identity,
+                       importance_weights=density_weights(share, task.config.model.n_blocks,
+                                                          task.config.finetune.density_decay),
+                       best_epoch=0, epochs_run=0, best_valid_loss=math.nan, seconds=time.perf_counter() - start)
+
+
 def finetune_group(task: GroupTask) -> GroupResult:
     """Algorithm 1 for one user group; returns the best-epoch state and importance weights."""
     config, ft = task.config, task.config.finetune
+    if ft.importance == "density":
+        return density_group(task)
     seed = int(np.random.SeedSequence([config.seed, task.group]).generate_state(1)[0])
     torch.manual_seed(seed)
     if config.threads:

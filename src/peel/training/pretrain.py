@@ -55,12 +55,14 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
     if config.eval_users and config.eval_users < len(valid_users):
         valid_users = np.sort(np.random.default_rng([seed, 1]).choice(valid_users, config.eval_users, replace=False))
 
+    nested = config.nested_blocks(model_config.n_blocks)
+
     def batches(epoch: int):
         for batch in sampler.epoch(np.random.default_rng([seed, epoch]), config.batch_size):
             yield [torch.from_numpy(a) for a in batch]
 
     def step(batch: list[torch.Tensor]) -> torch.Tensor:
-        return model.loss(*batch, l2=config.l2, lambda_div=config.lambda_div)
+        return model.loss(*batch, l2=config.l2, lambda_div=config.lambda_div, nested=nested)
 
     def validate() -> float:
         users, items = model.final_embeddings()

@@ -1,0 +1,77 @@
+"""Nested stage a (every prefix of blocks a trained embedding) and the density unit order."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from peel.budget import Budget
+from peel.config import PeelConfig
+from peel.errors import ConfigError
+from peel.models.lightgcn import LightGCN
+from peel.run import TrainedRun
+from peel.training.finetune import density_weights
+from peel.training.pipeline import train
+from peel.units import unit_order
+
+
+def _model_and_batch():
+    torch.manual_seed(0)
+    model = LightGCN(20, 30, n_blocks=4, block_dim=3, layers=0)
+    users, pos, neg = (torch.randint(0, n, (64,)) for n in (20, 30, 30))
+    return model, users, pos, neg
+
+
+def _bpr_on_prefix(model, users, pos, neg, blocks):
+    dims = blocks * model.block_dim
+    u = model.user_embedding[users, :dims]
+    margin = (u * model.item_embedding[pos, :dims]).sum(1) - (u * model.item_embedding[neg, :dims]).sum(1)
+    return -F.logsigmoid(margin).mean()
+
+
+def test_nested_loss_is_the_mean_of_prefix_bpr_losses():
+    model, users, pos, neg = _model_and_batch()
+    # the full prefix alone is the plain loss (the same sums, grouped by block: float32 rounding apart)
+    full = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0, nested=(4,))
+    plain = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0)
+    torch.testing.assert_close(full, plain, rtol=1e-5, atol=1e-6)
+    nested = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0, nested=(1, 2, 4))
+    expected = sum(_bpr_on_prefix(model, users, pos, neg, b) for b in (1, 2, 4)) / 3
+    torch.testing.assert_close(nested, expected, rtol=1e-5, atol=1e-6)
+    one_block = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0, nested=(1,))
+    nested.backward()
+    assert model.item_embedding.grad[:, 3 * 3:].abs().sum() > 0  # the last block is trained by the full prefix
+    model.zero_grad()
+    one_block.backward()
+    assert model.item_embedding.grad[:, 3:].abs().sum() == 0     # a 1-block prefix trains block 0 only
+
+
+@pytest.mark.parametrize("text", ["0,2", "1,5", "a,b", "1,,x"])
+def test_nested_refuses_block_counts_outside_the_model(text):
+    with pytest.raises(ConfigError, match="pretrain.nested"):
+        PeelConfig().with_overrides(["model.n_blocks=4", f"pretrain.nested={text}"])
+
+
+def test_density_order_keeps_each_item_groups_blocks_in_order_and_favours_its_share():
+    share = np.array([0.5, 0.3, 0.15, 0.05])
+    order = unit_order(density_weights(share, n_blocks=4, decay=0.7))
+    for group in range(4):
+        assert order[order[:, 0] == group, 1].tolist() == [0, 1, 2, 3]   # a prefix of blocks at any budget
+    assert order[:4, 1].tolist() == [0, 0, 0, 0]                        # first one block of every item group
+    counts = [np.sum(order[:8, 0] == g) for g in range(4)]               # then the most shared gets most
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[3]
+
+
+def test_pipeline_with_density_keeps_block_prefixes_at_every_budget(small_data, small_config, tmp_path):
+    config = small_config.with_overrides(["pretrain.nested=1,2,4", "finetune.importance=density",
+                                          "device.eq10_scale=none"])
+    summary = train(small_data, tmp_path / "run", config, progress=False)
+    assert all(g["epochs_run"] == 0 for g in summary["groups"])  # no stage-b training
+    run = TrainedRun.load(tmp_path / "run")
+    np.testing.assert_array_equal(run.groups[0].item_table, run.pretrained_items)  # the stage-a table as is
+    full = run.layout.full_bytes()
+    for fraction in (0.3, 0.5, 0.8):
+        for g in range(len(run.groups)):
+            mask = run.selection(g, Budget(int(full * fraction))).kept_mask(4, 4)
+            kept = mask.sum(axis=1)
+            np.testing.assert_array_equal(mask, np.arange(4)[None, :] < kept[:, None])  # leading blocks only
