@@ -41,8 +41,7 @@ except ImportError:  # run from another directory
 BUDGETS = "5MB,10MB,25MB"
 KS = (20, 50)
 CURVE_POINTS = 14
-PAPER_CONFIG = Path(__file__).parent / "paper.toml"
-PEEL_VARIANTS = {"peel-defaults": ("PEEL (defaults)", None), "peel-paper": ("PEEL (paper config)", PAPER_CONFIG)}
+PEEL_VARIANTS = {"peel-defaults": ("PEEL (defaults)", None), "peel-paper": ("PEEL (paper config)", "paper")}  # preset
 
 
 def budgets_for(data: Any, reference: str | None) -> list[Budget]:
@@ -53,12 +52,12 @@ def budgets_for(data: Any, reference: str | None) -> list[Budget]:
 def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget]) -> dict[str, Path]:
     """Every run of the comparison, trained if missing; name -> run directory."""
     paths: dict[str, Path] = {}
-    for name, (label, config_file) in PEEL_VARIANTS.items():
+    for name, (label, preset) in PEEL_VARIANTS.items():
         out = runs / name
         if not RunLayout(out).summary.exists() or not RunLayout(out).finetune_dir.exists() or \
                 RunLayout(out).finished_groups() == 0:
             print(f"training {label}", flush=True)
-            METHODS["peel"].fit(data, out, config_from_sources(config_file, []), data_path=data_path,
+            METHODS["peel"].fit(data, out, config_from_sources(preset=preset), data_path=data_path,
                                 resume=RunLayout(out).config.exists(), progress=False)
         paths[name] = out
     # full-size LightGCN: the defaults' stage a (lambda_div = 0) as its own run, the stage shared

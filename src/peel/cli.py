@@ -185,6 +185,8 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run directory.")],
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with config sections.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")] = None,
+    preset: Annotated[str | None, typer.Option(help="A named configuration under --config and --set: paper "
+                                                    "(PEEL as the paper describes it).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed or unfinished run.")] = False,
     ablation: Annotated[str | None, typer.Option(help="Train one ablation into RUN/ablations/NAME: "
                                                       "random_item_groups, no_diversity, single_user_group, "
@@ -205,7 +207,7 @@ def train_command(
 
     from peel.config import config_from_sources
 
-    cfg = config_from_sources(config, set_ or [])
+    cfg = config_from_sources(config, set_ or [], preset=preset)
     if executor:
         cfg = dataclasses.replace(cfg, executor=executor)
     summary = _train_method(data, out, cfg, method=method, budget=budget, reference=reference, resume=resume,

@@ -94,3 +94,18 @@ def test_seed_out_of_range_is_refused(seed):
     with pytest.raises(ConfigError, match=f"seed must be in \\[0, 2\\*\\*32\\), got {seed}"):
         PeelConfig().with_overrides([f"seed={seed}"])
     assert PeelConfig().with_overrides([f"seed={2**32 - 1}"]).seed == 2**32 - 1
+
+
+def test_presets_sit_between_the_defaults_and_the_config_file(tmp_path):
+    from peel.config import PRESETS
+
+    paper = config_from_sources(preset="paper")
+    assert (paper.pretrain.lambda_div, paper.finetune.importance, paper.finetune.bilevel, paper.pretrain.nested) == \
+        (0.001, "controller", "second_order", "")
+    toml = tmp_path / "c.toml"
+    toml.write_text("[pretrain]\nlambda_div = 0.01\n")
+    layered = config_from_sources(toml, ["finetune.max_epochs=3"], preset="paper")
+    assert (layered.pretrain.lambda_div, layered.finetune.bilevel, layered.finetune.max_epochs) == \
+        (0.01, "second_order", 3)  # file over preset, --set over file, the rest of the preset kept
+    with pytest.raises(ConfigError, match="unknown preset 'papr'; known: " + ", ".join(PRESETS)):
+        config_from_sources(preset="papr")
