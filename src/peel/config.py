@@ -53,6 +53,11 @@ class PretrainConfig:
     # Nested blocks: BPR averaged over the dot products of these leading block counts ("1,2,4,8,16"; "" = off,
     # the paper's stage a), so every prefix of an item's blocks is itself a trained embedding (issue 10).
     nested: str = ""
+    # With nested blocks, also train on the allocations a device holds: per triple, one of this many budgets
+    # (geometric from the minimum to the full table), each item scored with the leading blocks its item
+    # group keeps there under the global density order; trains the score scale across item groups that keep
+    # different numbers of blocks (0 = off).
+    allocation_budgets: int = 0
 
     def nested_blocks(self, n_blocks: int) -> tuple[int, ...]:
         """The block counts of ``nested`` (ascending, within [1, n_blocks]); () when off."""
@@ -275,6 +280,7 @@ def validate(config: PeelConfig) -> None:
     for key, value in {"model.layers": config.model.layers, "pretrain.l2": config.pretrain.l2,
                        "pretrain.lambda_div": config.pretrain.lambda_div, "finetune.l2": config.finetune.l2,
                        "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads,
+                       "pretrain.allocation_budgets": config.pretrain.allocation_budgets,
                        **{f"pretrain.{name}": getattr(config.pretrain, name) for name in PRETRAIN_AUTO}}.items():
         if value < 0:
             raise ConfigError(f"config {key} must be >= 0, got {value}")

@@ -10,9 +10,9 @@ from peel.config import PeelConfig
 from peel.errors import ConfigError
 from peel.models.lightgcn import LightGCN
 from peel.run import TrainedRun
-from peel.training.finetune import density_weights
+from peel.training.allocation import allocation_table, density_weights
 from peel.training.pipeline import train
-from peel.units import unit_order
+from peel.units import UnitLayout, unit_order
 
 
 def _model_and_batch():
@@ -75,3 +75,36 @@ def test_pipeline_with_density_keeps_block_prefixes_at_every_budget(small_data, 
             mask = run.selection(g, Budget(int(full * fraction))).kept_mask(4, 4)
             kept = mask.sum(axis=1)
             np.testing.assert_array_equal(mask, np.arange(4)[None, :] < kept[:, None])  # leading blocks only
+
+
+def test_allocation_view_scores_each_item_with_the_blocks_its_group_keeps():
+    model, users, pos, neg = _model_and_batch()
+    full = torch.full((64,), 4)
+    plain = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0)
+    # a device keeping every block computes the plain score: the mean of two equal views
+    torch.testing.assert_close(model.loss(users, pos, neg, l2=0.0, lambda_div=0.0, nested=(4,), kept=(full, full)),
+                               plain, rtol=1e-5, atol=1e-6)
+    one = torch.ones(64, dtype=torch.long)
+    mixed = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0, nested=(4,), kept=(one, full))
+    dims = model.block_dim
+    u = model.user_embedding[users]
+    device = (u[:, :dims] * model.item_embedding[pos, :dims]).sum(1) - (u * model.item_embedding[neg]).sum(1)
+    torch.testing.assert_close(mixed, (plain - F.logsigmoid(device).mean()) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_allocation_table_grows_with_the_budget_and_favours_popular_groups():
+    layout = UnitLayout(np.array([10, 10, 10, 10]), n_blocks=4, block_dim=2)
+    table = allocation_table(np.array([0.6, 0.25, 0.1, 0.05]), layout, decay=0.7, n_budgets=6)
+    assert table.shape == (6, 4)
+    assert table[0].tolist() == [1, 1, 1, 1] and table[-1].tolist() == [4, 4, 4, 4]
+    assert (np.diff(table, axis=0) >= 0).all() and (np.diff(table, axis=1) <= 0).all()
+
+
+def test_pipeline_trains_on_device_allocations(small_data, small_config, tmp_path):
+    config = small_config.with_overrides(["pretrain.nested=1,2,4", "pretrain.allocation_budgets=4",
+                                          "finetune.importance=density", "device.eq10_scale=none"])
+    train(small_data, tmp_path / "run", config, progress=False)
+    plain = small_config.with_overrides(["pretrain.nested=1,2,4", "finetune.importance=density"])
+    train(small_data, tmp_path / "plain", plain, progress=False)
+    assert not np.array_equal(TrainedRun.load(tmp_path / "run").pretrained_items,
+                              TrainedRun.load(tmp_path / "plain").pretrained_items)  # the view changes training

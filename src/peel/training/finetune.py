@@ -21,6 +21,7 @@ from torch.func import functional_call
 from peel._io import atomic_path
 from peel.config import PeelConfig
 from peel.models.finetune import Controller, GroupModel
+from peel.training.allocation import density_weights
 from peel.training.loop import fit
 from peel.training.sampling import TripleSampler
 
@@ -113,14 +114,6 @@ def item_group_share(train: sp.csr_matrix, item_group: np.ndarray, n_item_groups
     """The group's share of training interactions in each item group (the controller's fixed input)."""
     counts = np.bincount(item_group[train.indices], minlength=n_item_groups).astype(np.float64)
     return counts / max(counts.sum(), 1.0)
-
-
-def density_weights(share: np.ndarray, n_blocks: int, decay: float) -> np.ndarray:
-    """(G_v, N) importance weights share_g * decay^b: value per byte of block b of item group g (item
-    groups have equal sizes), for a nested stage a whose every block prefix is a trained embedding. With
-    decay < 1 an item group's blocks come in order, and popular item groups get more of them."""
-    smoothed = (share + 1e-6) / (share + 1e-6).sum()
-    return smoothed[:, None] * decay ** np.arange(n_blocks)[None, :]
 
 
 def density_group(task: GroupTask) -> GroupResult:

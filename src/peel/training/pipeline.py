@@ -158,7 +158,8 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     if not embeddings.exists():
         layout.pretrain_dir.mkdir(parents=True, exist_ok=True)
         result = pretrain(data, model_config=config.model, config=config.pretrain, seed=config.seed,
-                          checkpoint=layout.pretrain_checkpoint, resume=resume, progress=progress)
+                          checkpoint=layout.pretrain_checkpoint, resume=resume, progress=progress,
+                          allocations=_allocations(data, config))
         result.save(embeddings)
         write_json_atomic(layout.pretrain_result, {
             "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
@@ -182,6 +183,22 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     if pending < len(groups):
         timings["finetune"] = time.perf_counter() - t2
     return _write_summary(out, timings, groups=groups)
+
+
+def _allocations(data: Interactions, config: PeelConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """What stage a needs to train on device allocations (pretrain.allocation_budgets): the item groups
+    (the same popularity groups stage b forms) and the global density order's blocks per budget."""
+    if not config.pretrain.allocation_budgets or not config.pretrain.nested_blocks(config.model.n_blocks):
+        return None
+    from peel.training.allocation import allocation_table
+    from peel.training.finetune import item_group_share
+    from peel.units import UnitLayout
+
+    g = config.grouping
+    items = item_groups(data.popularity("train"), g.item_groups, g.item_grouping, seed=config.seed)
+    layout = UnitLayout(np.bincount(items), config.model.n_blocks, config.model.block_dim)
+    share = item_group_share(data.csr("train"), items, g.item_groups)
+    return items, allocation_table(share, layout, config.finetune.density_decay, config.pretrain.allocation_budgets)
 
 
 def _grouping(data: Interactions, out: Path, config: PeelConfig,

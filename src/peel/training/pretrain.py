@@ -40,8 +40,13 @@ def load_pretrained(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
-             checkpoint: Path | None = None, resume: bool = False, progress: bool = False) -> PretrainResult:
-    """Train LightGCN (blocks + diversity regularizer) and return the final embeddings of the best epoch."""
+             checkpoint: Path | None = None, resume: bool = False, progress: bool = False,
+             allocations: tuple[np.ndarray, np.ndarray] | None = None) -> PretrainResult:
+    """Train LightGCN (blocks + diversity regularizer) and return the final embeddings of the best epoch.
+
+    ``allocations``: (item group of every item, (budgets, G_v) leading blocks kept per item group) for
+    ``config.allocation_budgets``; each triple is then also scored as a device at one of those budgets.
+    With nested blocks, early stopping follows the mean validation Recall@50 over the nested prefixes."""
     config = config.resolved(data.count("train"))
     torch.manual_seed(seed)
     train = data.csr("train")
@@ -58,16 +63,24 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
     nested = config.nested_blocks(model_config.n_blocks)
 
     def batches(epoch: int):
-        for batch in sampler.epoch(np.random.default_rng([seed, epoch]), config.batch_size):
-            yield [torch.from_numpy(a) for a in batch]
+        rng = np.random.default_rng([seed, epoch])
+        for batch in sampler.epoch(rng, config.batch_size):
+            if allocations is not None and nested:
+                item_group, table = allocations
+                budget = rng.integers(len(table), size=len(batch[0]))
+                batch = (*batch, table[budget, item_group[batch[1]]], table[budget, item_group[batch[2]]])
+            yield [torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in batch]
 
     def step(batch: list[torch.Tensor]) -> torch.Tensor:
-        return model.loss(*batch, l2=config.l2, lambda_div=config.lambda_div, nested=nested)
+        kept = (batch[3], batch[4]) if len(batch) == 5 else None
+        return model.loss(*batch[:3], l2=config.l2, lambda_div=config.lambda_div, nested=nested, kept=kept)
 
     def validate() -> float:
         users, items = model.final_embeddings()
-        scorer = DotProductScorer(users, items)
-        return evaluate(scorer, data, split="valid", ks=(50,), users=valid_users, legacy_depth=None)["recall@50"]
+        picks = sorted(set(nested[:: max(1, len(nested) // 4)]) | {nested[-1]}) if nested else [model_config.n_blocks]
+        dims = [p * model_config.block_dim for p in picks]  # at most 5 prefixes: each is one evaluation
+        return float(np.mean([evaluate(DotProductScorer(users[:, :k], items[:, :k]), data, split="valid", ks=(50,),
+                                       users=valid_users, legacy_depth=None)["recall@50"] for k in dims]))
 
     loop = fit(model=model, optimizer=optimizer, batches=batches, step=step, validate=validate, mode="max",
                max_epochs=config.max_epochs, patience=config.patience, eval_every=config.eval_every,
