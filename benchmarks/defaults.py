@@ -28,8 +28,9 @@ from typing import Any
 from peel.bench import write_result
 from peel.config import PeelConfig
 from peel.data import load
-from peel.evaluation.report import resolve_budgets
-from peel.run import TrainedRun, evaluate_run
+from peel.methods.peel import evaluate_run
+from peel.methods.report import resolve_budgets
+from peel.run import TrainedRun
 from peel.run_layout import RunLayout
 from peel.training.pipeline import train
 

@@ -136,7 +136,7 @@ def ensure_export(run: Path | None, export: Path | None) -> Path:
         raise SystemExit("give --run RUN or --export DIR")
     export = run / "export"
     if not (export / "index.json").exists():
-        from peel.export import export_run
+        from peel.methods import export_run
 
         print(f"exporting {run} to {export} (max budget {BUDGETS[-1]})", flush=True)
         export_run(run, export, max_budget=BUDGETS[-1])

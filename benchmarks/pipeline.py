@@ -29,8 +29,9 @@ from typing import Any
 from peel.bench import write_result
 from peel.config import DeviceConfig, config_from_sources
 from peel.data import load
-from peel.evaluation.report import evaluate_runs
-from peel.run import TrainedRun, evaluate_run
+from peel.methods.peel import evaluate_run
+from peel.methods.report import evaluate_runs
+from peel.run import TrainedRun
 from peel.run_layout import RunLayout
 from peel.training.pipeline import ABLATIONS, train
 
@@ -68,7 +69,7 @@ def validation_rows(run_dir: Path, data: Any, reference: str | None, device: Any
     """Validation Recall/NDCG@50 of a run at the three paper-equivalent budgets, with the run's device
     options or ``device``. Memoized per (run, device options): the sweep's default setting, the
     variants' and the speed comparison's main row are one evaluation."""
-    from peel.evaluation.report import resolve_budgets
+    from peel.methods.report import resolve_budgets
 
     run = TrainedRun.load(run_dir, device=device)
     key = (str(Path(run_dir).resolve()), run.config.device)

@@ -150,3 +150,9 @@ def paper_equivalent(budget: Budget, *, n_items: int, reference: str) -> Budget:
 def full_table_bytes(n_items: int, dim: int) -> int:
     """Bytes of a full fp32 item table of ``n_items`` x ``dim``."""
     return n_items * dim * BYTES_PER_FLOAT
+
+
+def device_bytes(n_items: int, dim: int) -> int:
+    """Bytes a device holds to rank all items for one user with a fixed-size model of ``dim`` dims: the
+    item table + the user's vector, fp32 (methods.md, Baselines)."""
+    return (n_items + 1) * dim * BYTES_PER_FLOAT

@@ -248,7 +248,7 @@ def evaluate_command(
     quiet: Annotated[bool, typer.Option(help="No progress bars (they go to stderr).")] = False,
 ) -> None:
     """Recall and NDCG at 20 and 50 per budget for PEEL (Eq. 10 on the exported blocks)."""
-    from peel.evaluation.report import evaluate_runs
+    from peel.methods.report import evaluate_runs
 
     rows = evaluate_runs(run, budgets, paper_equivalent=paper_equivalent, reference=reference, split=split,
                          ablations=ablation, overrides=set_ or [], progress=not quiet)
@@ -279,7 +279,7 @@ def export_command(
 ) -> None:
     """Write device bundles: group_<g>.peelb per user group, users.peelb and index.json."""
     from peel.budget import format_bytes
-    from peel.export import export_run
+    from peel.methods import export_run
 
     chosen = None
     if groups is not None:

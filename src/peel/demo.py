@@ -25,8 +25,9 @@ DEMO_BUDGETS = "10%,20%,40%,100%"
 def run_demo(seed: int = 0, *, out: Path | None = None, progress: bool = True,
              console: Console | None = None) -> dict[str, Any]:
     """Synthetic data -> PEEL pipeline -> test Recall/NDCG at several budgets, beside popularity."""
-    from peel.evaluation.report import resolve_budgets
-    from peel.run import TrainedRun, evaluate_run
+    from peel.methods.peel import evaluate_run
+    from peel.methods.report import resolve_budgets
+    from peel.run import TrainedRun
     from peel.training.pipeline import train
 
     console = console or Console()

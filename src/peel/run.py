@@ -7,14 +7,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from peel.budget import Budget
 from peel.config import DeviceConfig, PeelConfig
-from peel.data.interactions import Interactions
 from peel.errors import PeelError
 from peel.run_layout import RunLayout
 from peel.training.finetune import GroupResult
@@ -114,12 +112,3 @@ class BudgetScorer:
             rows = np.flatnonzero(groups == g)
             out[torch.from_numpy(rows)] = self.queries[users[rows]] @ self.items[g].T
         return out
-
-
-def evaluate_run(run: TrainedRun, data: Interactions, budgets: list[Budget], *, split: str = "test",
-                 ks: tuple[int, ...] = (20, 50), progress: bool = False, label: str = "PEEL") -> list[dict[str, Any]]:
-    """Metrics per budget, with the bytes actually used (max over user groups): the method protocol's
-    evaluation of this run (:meth:`peel.methods.TrainedModel.evaluate`)."""
-    from peel.methods.peel import PeelModel
-
-    return PeelModel(run).evaluate(data, budgets, split=split, ks=ks, progress=progress, label=label)

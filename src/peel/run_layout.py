@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peel.budget import Budget, device_bytes
+from peel.config import PeelConfig
+from peel.data.interactions import Interactions
 from peel.errors import PeelError
 
 
@@ -124,6 +127,19 @@ class RunLayout:
     def read_data_source(self) -> dict[str, Any]:
         return self.read_json(self.data, missing={})
 
+    def load_data(self) -> Interactions:
+        """The run's dataset, loaded again from where data.json says it came from."""
+        from peel.data.source import load_data_source
+
+        if not self.data.exists():
+            raise PeelError(f"{self.root} has no data.json: it is not a run directory, or pass the dataset itself")
+        return load_data_source(self.read_data_source())
+
+    def read_config(self) -> PeelConfig:
+        if not self.config.exists():
+            raise PeelError(f"{self.root} is not a run directory (no config.json); create one with peel train")
+        return PeelConfig.from_json(self.config)
+
     def read_summary(self) -> dict[str, Any]:
         return self.read_json(self.summary, missing={})
 
@@ -137,3 +153,11 @@ class RunLayout:
         if info is not None and (not isinstance(info, dict) or not isinstance(info.get("method"), str)):
             raise PeelError(f"{self.method}: expected a JSON object with a \"method\" name")
         return info
+
+
+def method_record(method: str, n_items: int, budget: Budget | None, dim: int) -> dict[str, Any]:
+    """method.json of a fixed-size model (``budget`` None: full size): the method, the budget it was fitted
+    to, its dimension and the bytes a device holds."""
+    return {"method": method, "budget": None if budget is None else budget.label or str(budget.bytes),
+            "budget_bytes": None if budget is None else budget.bytes, "dim": dim,
+            "device_bytes": device_bytes(n_items, dim)}

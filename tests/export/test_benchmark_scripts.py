@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peel.export import export_run
+from peel.methods import export_run
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_latency.py"
 

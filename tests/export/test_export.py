@@ -17,7 +17,7 @@ from peel.cli import app, main
 from peel.data import synthetic_dataset
 from peel.device import BudgetError, Bundle, BundleError, ExportIndex, Users, recommend_for_user
 from peel.errors import PeelError
-from peel.export import export_run
+from peel.methods import export_run
 from peel.run import TrainedRun
 
 

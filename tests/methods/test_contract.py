@@ -12,9 +12,8 @@ from peel.cli import app
 from peel.config import PeelConfig
 from peel.errors import BudgetError
 from peel.evaluation import PopularityScorer, evaluate
-from peel.evaluation.report import evaluate_runs
-from peel.export import export_run
-from peel.methods import METHODS, load_run
+from peel.methods import METHODS, export_run, load_run
+from peel.methods.report import evaluate_runs
 
 SMALL = PeelConfig().with_overrides([
     "model.n_blocks=4", "model.block_dim=4", "pretrain.batch_size=512", "pretrain.lr=0.01", "pretrain.max_epochs=15",

@@ -11,8 +11,8 @@ from peel.cli import app
 from peel.config import PeelConfig
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
-from peel.evaluation.report import evaluate_runs
 from peel.methods import METHODS, device_bytes, fitted_dimension
+from peel.methods.report import evaluate_runs
 from peel.training.pretrain import load_pretrained
 
 CONFIG = PeelConfig().with_overrides(["pretrain.batch_size=512", "pretrain.lr=0.01", "pretrain.max_epochs=15"])
@@ -80,7 +80,7 @@ def test_cli_refuses_bad_method_options(tmp_path, args, message):
 def test_fitted_export_serves_the_server_top50_on_the_device(fitted, small_data, tmp_path, same_top_k):
     from peel.device import Bundle
     from peel.device.users import Users
-    from peel.export import export_run
+    from peel.methods import export_run
 
     method, out, budget = fitted
     export = export_run(out, tmp_path / "export", data=small_data)

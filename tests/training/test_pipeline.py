@@ -15,7 +15,8 @@ from peel.config import resolve_for_data
 from peel.data import save_presplit
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
-from peel.run import TrainedRun, evaluate_run
+from peel.methods.peel import evaluate_run
+from peel.run import TrainedRun
 from peel.training.pipeline import train
 
 
@@ -149,7 +150,7 @@ def test_evaluate_overrides_apply_to_the_runs_own_device_options(trained, tmp_pa
     import shutil
 
     from peel.errors import ConfigError
-    from peel.evaluation.report import evaluate_runs
+    from peel.methods.report import evaluate_runs
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -165,7 +166,7 @@ def test_evaluate_overrides_apply_to_the_runs_own_device_options(trained, tmp_pa
 
 
 def test_evaluate_shows_progress_on_stderr_only(trained, capsys):
-    from peel.evaluation.report import evaluate_runs
+    from peel.methods.report import evaluate_runs
 
     rows = evaluate_runs(trained, "50%,100%", split="valid", ks=(20,), progress=True)
     captured = capsys.readouterr()

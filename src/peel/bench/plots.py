@@ -15,7 +15,7 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
                   metrics: Sequence[str] = ("recall@50", "ndcg@50"), title: str | None = None) -> Path:
     """One panel per metric: the metric against the bytes a device holds (MB) for every method.
 
-    ``rows`` are the budget-table rows of :func:`peel.evaluation.report.evaluate_runs` (method, bytes_used or
+    ``rows`` are the budget-table rows of :func:`peel.methods.report.evaluate_runs` (method, bytes_used or
     budget_bytes, metrics); rows with an ``error`` are left out. An elastic method is a curve over its
     budgets; a row with ``"elastic": False`` (a model fitted to one budget) is a point; a method measured
     only at full size (no bytes) is a dashed horizontal line. Written atomically as PNG; returns the path.

@@ -1,4 +1,6 @@
-"""Export a trained run to device bundles: group_<g>.peelb per user group, users.peelb and index.json.
+"""Write device bundles: group_<g>.peelb per user group, users.peelb and index.json, for a PEEL run
+(:func:`export_peel`) or a fixed-size model (:func:`export_fixed`); ``peel.methods.export_run`` picks
+the one a run's method needs.
 
 Each bundle holds its user group's units in importance order (methods.md §9) with the blocks the
 device scores with (``device.blocks``, by default ``raw``: the fine-tuned table as is; ``transformed``
@@ -11,14 +13,13 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 import peel
 from peel._io import atomic_directory, write_json_atomic
-from peel.budget import BYTES_PER_FLOAT, Budget, parse_budget
-from peel.config import PeelConfig
+from peel.budget import BYTES_PER_FLOAT, Budget, device_bytes
 from peel.data.interactions import Interactions
 from peel.device.directory import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, USERS_NAME, group_file
 from peel.device.writer import write_items_bundle, write_users_file
@@ -26,30 +27,6 @@ from peel.errors import PeelError
 from peel.run import TrainedRun
 from peel.run_layout import RunLayout
 from peel.units import select
-
-if TYPE_CHECKING:
-    from peel.methods.fixed import FixedSizeModel
-    from peel.methods.protocol import TrainedModel
-
-
-def export_run(run: str | os.PathLike[str] | TrainedRun, out_dir: str | os.PathLike[str], *,
-               max_budget: Budget | str | int | None = None, groups: list[int] | None = None,
-               history: bool = True, data: Interactions | None = None, overwrite: bool = False) -> Path:
-    """Write the export directory ``out_dir`` of a finished run of any method and return its path.
-
-    ``run``: a run directory or a loaded PEEL :class:`TrainedRun` (e.g. with device options overridden);
-    ``max_budget``: keep only the unit prefix that fits it (BudgetError below a group's minimum);
-    ``groups``: user groups to write (default all; users.peelb always lists every user);
-    ``history``: store every user's training items so a device can exclude them;
-    ``data``: the run's dataset if already loaded (else reloaded from the run's data.json).
-    """
-    from peel.methods import load_run
-    from peel.methods.peel import PeelModel
-
-    model = PeelModel(run) if isinstance(run, TrainedRun) else load_run(run)
-    data = data if data is not None else _load_data(model.layout.root)
-    parsed = None if max_budget is None else _parse_max_budget(max_budget, model, data)
-    return model.export(out_dir, data, max_budget=parsed, groups=groups, history=history, overwrite=overwrite)
 
 
 def export_peel(run: TrainedRun, out_dir: str | os.PathLike[str], *, data: Interactions,
@@ -76,15 +53,6 @@ def export_peel(run: TrainedRun, out_dir: str | os.PathLike[str], *, data: Inter
     return out
 
 
-def _load_data(path: Path) -> Interactions:
-    from peel.training.pipeline import load_data_source
-
-    layout = RunLayout(path)
-    if not layout.data.exists():
-        raise PeelError(f"{path} has no data.json: pass the dataset to export_run(data=...)")
-    return load_data_source(layout.read_data_source())
-
-
 def _inputs(path: Path) -> list[Path]:
     """The run directory and its dataset's path: an export must not replace or nest in either."""
     source = RunLayout(path).read_data_source().get("source")
@@ -102,12 +70,6 @@ def _check_groups(groups: list[int], n_groups: int) -> list[int]:
     if bad or not groups:
         raise PeelError(f"groups must be user groups in [0, {n_groups}), got {list(groups)}")
     return sorted({int(g) for g in groups})
-
-
-def _parse_max_budget(max_budget: Budget | str | int, model: TrainedModel, data: Interactions) -> Budget:
-    dim = PeelConfig.from_json(model.layout.config).model.dim  # a percentage is of this run's full table
-    return parse_budget(max_budget, full_table_bytes=data.n_items * dim * BYTES_PER_FLOAT, n_items=data.n_items,
-                        reference=data.name or None)
 
 
 def _metadata(run: TrainedRun, data: Interactions, group: int | None) -> dict[str, Any]:
@@ -148,15 +110,15 @@ def _index(run_path: Path, data: Interactions, *, device: dict[str, str], n_user
             "total_file_bytes": users_bytes + sum(e["file_bytes"] for e in entries)}
 
 
-def export_fixed(model: FixedSizeModel, out_dir: str | os.PathLike[str], *, data: Interactions, history: bool = True,
-                 overwrite: bool = False) -> Path:
-    """Export a fixed-size model (``peel train --method``): one bundle with G_v = N = 1 and d = k, and
+def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, out_dir: str | os.PathLike[str], *,
+                 data: Interactions, method: str, history: bool = True, overwrite: bool = False) -> Path:
+    """A fixed-size model's export (``peel train --method``): one bundle with G_v = N = 1 and d = k, and
     every user in user group 0. Its charged bytes are (|V| + 1) * k * 4, what it was fitted to."""
-    users, items, run = model.user_vectors, model.item_vectors, model.layout.root
+    users, items = user_vectors, item_vectors
     if (len(users), len(items)) != (data.n_users, data.n_items):
         raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run {run} "
                         f"was trained on {len(users)} users and {len(items)} items")
-    meta = {"run": str(run), "dataset": data.name, "method": model.method, "peel_version": peel.__version__,
+    meta = {"run": str(run), "dataset": data.name, "method": method, "peel_version": peel.__version__,
             "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()}
     dim = items.shape[1]
     out = Path(out_dir)
@@ -170,7 +132,7 @@ def export_fixed(model: FixedSizeModel, out_dir: str | os.PathLike[str], *, data
             n_items=data.n_items, user_ids=data.user_ids, n_user_groups=1,
             history=(train.indptr, train.indices) if history else None, metadata=meta)
         unit = data.n_items * dim * BYTES_PER_FLOAT
-        charged = model.device_bytes(model.fitted_budget)  # the unit + the user's vector
+        charged = device_bytes(data.n_items, dim)  # the unit + the user's vector
         entry = {"user_group": 0, "file": group_file(0), "users": data.n_users, "units_stored": 1, "units_total": 1,
                  "minimum_bytes": charged, "charged_bytes_full": charged, "charged_bytes_stored": charged,
                  "file_bytes": size, "overhead_bytes": size - unit}

@@ -3,9 +3,10 @@ trains into a run directory, and :func:`load_run` gives the :class:`TrainedModel
 evaluate`` and ``peel export`` use, whatever the method. For now PEEL and the fixed-size baselines fitted
 to a budget (PMF, LightGCN)."""
 
-from peel.methods.fixed import FIXED_METHODS, device_bytes, fitted_config, fitted_dimension
+from peel.budget import device_bytes
+from peel.methods.fixed import FIXED_METHODS, fitted_config, fitted_dimension
 from peel.methods.protocol import Method, TrainedModel
-from peel.methods.registry import METHODS, get_method, load_run
+from peel.methods.registry import METHODS, export_run, get_method, load_run
 
 __all__ = ["FIXED_METHODS", "METHODS", "Method", "TrainedModel", "device_bytes", "fitted_config", "fitted_dimension",
-           "get_method", "load_run"]
+           "export_run", "get_method", "load_run"]

@@ -15,20 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from peel.budget import BYTES_PER_FLOAT, Budget, format_bytes
+from peel.budget import Budget, device_bytes, format_bytes
 from peel.config import PeelConfig
 from peel.data.interactions import Interactions
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import DotProductScorer, Scorer
 from peel.methods.protocol import Method, TrainedModel
-from peel.run_layout import RunLayout
+from peel.run_layout import RunLayout, method_record
 
 FIXED_METHODS = {"lightgcn": "LightGCN", "pmf": "PMF"}  # method name -> label in tables
-
-
-def device_bytes(n_items: int, dim: int) -> int:
-    """Bytes a device holds to rank all items for one user: item table + the user's vector, fp32."""
-    return (n_items + 1) * dim * BYTES_PER_FLOAT
 
 
 def fitted_dimension(n_items: int, budget: Budget) -> int:
@@ -49,13 +44,6 @@ def fitted_config(config: PeelConfig, method: str, dim: int) -> PeelConfig:
     layers = config.model.layers if method == "lightgcn" else 0
     return r(config, model=r(config.model, n_blocks=1, block_dim=dim, layers=layers, embedding_dim=0),
              pretrain=r(config.pretrain, lambda_div=0.0))
-
-
-def method_record(method: str, n_items: int, budget: Budget | None, dim: int) -> dict[str, Any]:
-    """method.json of a fixed-size run (``budget`` None: full size)."""
-    return {"method": method, "budget": None if budget is None else budget.label or str(budget.bytes),
-            "budget_bytes": None if budget is None else budget.bytes, "dim": dim,
-            "device_bytes": device_bytes(n_items, dim)}
 
 
 class FixedSizeMethod(Method):
@@ -121,4 +109,5 @@ class FixedSizeModel(TrainedModel):
         if max_budget is not None or groups not in (None, [0]):
             raise PeelError(f"{self.layout.root} is a {self.label} run: one bundle at the budget it was fitted to "
                             "(--max-budget and --groups apply to PEEL runs)")
-        return export_fixed(self, out, data=data, history=history, overwrite=overwrite)
+        return export_fixed(self.layout.root, self.user_vectors, self.item_vectors, out, data=data, method=self.method,
+                            history=history, overwrite=overwrite)

@@ -84,3 +84,10 @@ def with_device_overrides(config: PeelConfig, overrides: list[str]) -> PeelConfi
         raise ConfigError(f"evaluate --set takes only device options (device.eq10, device.blocks, ...), "
                           f"got {other[0]!r}")
     return config.with_overrides(overrides)
+
+
+def evaluate_run(run: Any, data: Interactions, budgets: list[Budget], *, split: str = "test",
+                 ks: tuple[int, ...] = (20, 50), progress: bool = False, label: str = "PEEL") -> list[dict[str, Any]]:
+    """Metrics of a loaded :class:`peel.run.TrainedRun` per budget, with the bytes actually used (max over
+    user groups): :meth:`PeelModel.evaluate`."""
+    return PeelModel(run).evaluate(data, budgets, split=split, ks=ks, progress=progress, label=label)

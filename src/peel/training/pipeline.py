@@ -10,7 +10,6 @@ stage a where its config allows.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -22,8 +21,9 @@ import numpy as np
 from peel._io import refuse_overlap, write_json_atomic
 from peel.config import PeelConfig, resolve_for_data, validate_for_data
 from peel.data.interactions import Interactions
+from peel.data.source import data_difference, data_source
 from peel.errors import ConfigError, PeelError
-from peel.run_layout import RunLayout
+from peel.run_layout import RunLayout, method_record
 from peel.training.executor import run_tasks
 from peel.training.finetune import GroupResult, GroupTask, finetune_group
 from peel.training.grouping import item_groups, user_groups
@@ -55,55 +55,6 @@ def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
     raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
 
 
-def data_source(data: Interactions, path: str | Path | None) -> dict[str, Any]:
-    """How ``peel evaluate`` finds the data again (a path, or the synthetic generator's parameters) and
-    its identity, which a resumed run checks: the split files' sha256 or the generator's parameters."""
-    split = next((e for e in data.report if e.get("step") == "split"), None)
-    if path is not None:
-        path = Path(path).resolve()
-        source = {"source": str(path), "name": data.name, "identity": _file_identity(path)}
-    else:
-        synthetic = next((e for e in data.report if e.get("step") == "synthetic"), None)
-        if synthetic is None:
-            raise PeelError("in-memory data needs a path to be recorded in the run; save it with save_presplit")
-        identity = {f"synthetic {k}": v for k, v in synthetic.items() if k != "step"}
-        identity |= {f"split {k}": v for k, v in (split or {}).items() if k != "step"}
-        source = {"source": "synthetic", "name": data.name, "synthetic": synthetic, "identity": identity}
-    if split:
-        source["split"] = split
-    return source
-
-
-def _file_identity(path: Path) -> dict[str, str]:
-    from peel.data.stats import file_checksums
-
-    if path.is_dir():
-        return {f"{key.removesuffix('_sha256')}.txt sha256": v for key, v in file_checksums(path).items()}
-    return {f"{path.name} sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-
-
-def _data_difference(recorded: dict[str, Any], source: dict[str, Any]) -> str | None:
-    """What differs between a run's recorded data and ``source`` (None: the same data)."""
-    if "identity" not in recorded:  # a run from before identities were recorded: compare where it came from
-        same = all(recorded.get(k) == source.get(k) for k in ("source", "synthetic"))
-        return None if same else f"source {recorded.get('source')} differs from {source['source']}"
-    old, new = recorded["identity"], source["identity"]
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            return f"{key} {old.get(key)} differs from {new.get(key)}"
-    return None
-
-
-def load_data_source(info: dict[str, Any]) -> Interactions:
-    from peel.data import load, synthetic_dataset
-
-    if info["source"] == "synthetic":
-        params = {k: v for k, v in info["synthetic"].items() if k != "step"}
-        split = next((e for e in [info.get("split", {})] if e), {"seed": 2023})
-        return synthetic_dataset(split_seed=split.get("seed", 2023), **params)
-    return load(info["source"])
-
-
 def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path: str | Path | None = None,
           resume: bool = False, progress: bool = True, ablation: str | None = None,
           stop_after: str | None = None, stage_a_from: str | Path | None = None,
@@ -125,8 +76,6 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         config = ablation_config(config, ablation)
         out = RunLayout(parent).ablation(ablation).root
         if ablation == "lightgcn":  # full-size LightGCN: stage a alone, a fixed-size model with no budget
-            from peel.methods.fixed import method_record
-
             stop_after = "pretrain"
             method = method_record("lightgcn", data.n_items, None, config.model.dim)
     validate_for_data(config, n_users=data.n_users, n_items=data.n_items)  # nothing is written before the checks
@@ -310,7 +259,7 @@ def _describe(method: dict[str, Any]) -> str:
 
 def _check_same_data(run: Path, source: dict[str, Any]) -> None:
     recorded = RunLayout(run).read_data_source()
-    difference = _data_difference(recorded, source) if recorded else None
+    difference = data_difference(recorded, source) if recorded else None
     if difference:
         raise PeelError(f"run {run} was trained on other data: {difference}; use it with its own data "
                         f"({recorded['source']})")
@@ -329,7 +278,7 @@ def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
     for candidate in [RunLayout(parent), *RunLayout(parent).ablations()]:
         if candidate.root == out or not candidate.embeddings.exists() or not candidate.config.exists():
             continue
-        if _data_difference(candidate.read_data_source(), target.read_data_source()) is not None:
+        if data_difference(candidate.read_data_source(), target.read_data_source()) is not None:
             continue
         other = PeelConfig.from_json(candidate.config)
         if other.model == config.model and other.pretrain == config.pretrain and other.seed == config.seed:

@@ -7,9 +7,8 @@ from typing import Any
 
 from peel.budget import Budget, full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
-from peel.config import PeelConfig
 from peel.errors import PeelError
-from peel.methods import load_run
+from peel.methods.registry import load_run
 from peel.run_layout import RunLayout
 
 ABLATION_LABELS = {
@@ -40,15 +39,13 @@ def evaluate_runs(run: str | Path, budgets: str, *, paper_equivalent: bool = Fal
     budget, a fitted one at its own. With ``ablations``, PEEL's ablation runs and full-size LightGCN too
     (one that does not exist gets an error row). ``progress`` shows a bar per (method, budget) on stderr;
     ``per_user`` adds each row's per-user metrics (for paired tests)."""
-    from peel.training.pipeline import load_data_source
-
     layout = RunLayout(run)
     layout.require_run()
-    data = load_data_source(layout.read_data_source())
+    data = layout.load_data()
     model = load_run(layout, overrides=overrides)
     if ablations and model.method != "peel":
         raise PeelError(f"{run} is a {model.label} run: --ablation applies to PEEL runs only")
-    dim = PeelConfig.from_json(layout.config).model.dim  # a percentage budget is of this run's full table
+    dim = layout.read_config().model.dim  # a percentage budget is of this run's full table
     parsed = resolve_budgets(budgets, n_items=data.n_items, dim=dim, name=data.name,
                              paper_equivalent=paper_equivalent, reference=reference)
     options = {"split": split, "ks": ks, "progress": progress, "per_user": per_user}
