@@ -81,7 +81,7 @@ def markdown(payload: dict[str, Any]) -> str:
     lines = [f"## Tuning grid of the fitted baselines on {payload['dataset']} (validation, {TUNING_BUDGET}-eq)", "",
              f"L2 in {list(L2_GRID)} at the data-derived batch and learning rate, then (batch, lr) x "
              f"{[list(p) for p in LR_BATCH_GRID]} of the defaults at the best L2; same epoch cap and early stopping "
-             "for all. **Bold**: the winner, trained at every budget by benchmarks/fitted.py.", "",
+             "for all. **Bold**: the winner, trained at every budget by benchmarks/compare.py.", "",
              "| method | l2 | batch | lr | valid NDCG@50 | valid Recall@50 | best epoch (run) | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     for tuned in payload["methods"]:
