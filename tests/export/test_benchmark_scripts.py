@@ -135,3 +135,11 @@ def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:
     # n_train 2M: auto batch 2^round(log2(250k)) capped at 65536, lr 2e-2; a quarter batch at half the lr
     assert overrides == ["pretrain.l2=0.1", "pretrain.batch_size=16384", "pretrain.lr=0.01"]
     assert tuning.config_name(overrides) == "l20.1_batch_size16384_lr0.01"
+
+
+def test_elastic_probe_splits_a_variant_into_training_device_and_shared_stage_a(tmp_path) -> None:
+    probe = _script("elastic_probe")
+    name, training, device, stage_a = probe.parse_variant(
+        "d05=from:nested;pretrain.nested=1,2,4;finetune.density_decay=0.5;device.eq10_scale=none", tmp_path)
+    assert (name, training, device, stage_a) == ("d05", ["pretrain.nested=1,2,4", "finetune.density_decay=0.5"],
+                                                 ["device.eq10_scale=none"], tmp_path / "nested")
