@@ -125,6 +125,16 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[
     return out
 
 
+def plot(payload: dict[str, Any]) -> Path:
+    """NDCG@50 and Recall@50 against bytes: elastic models as curves, each fitted family as points of one colour."""
+    from peel.bench.plots import budget_curves
+
+    pop = {"method": "popularity", "budget": "full", **payload["popularity"]}
+    fitted = [{**r, "method": r["method"].split(" (D=")[0]} for r in payload["rows"] if not r["elastic"]]
+    return budget_curves(payload["curves"] + fitted + [pop], RESULTS_DIR / f"compare_{payload['dataset']}.png",
+                         title=f"{payload['dataset']}: test split, one elastic model vs a model per budget")
+
+
 def markdown(payload: dict[str, Any]) -> str:
     name = payload["dataset"]
     lines = [f"## PEEL against models trained for each budget on {name} (test split)", "",
@@ -160,7 +170,13 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--reference", default=None, help="paper dataset for budgets (default: from the name)")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the committed JSON")
     args = parser.parse_args()
+    if args.replot:
+        import json
+
+        print(plot(json.loads((RESULTS_DIR / f"compare_{Path(args.data).name}.json").read_text())))
+        return
 
     data = load(args.data)
     budgets = budgets_for(data, args.reference)
@@ -171,12 +187,7 @@ def main() -> None:
     table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
     payload = {"dataset": data.name, "budgets": [str(b) for b in budgets], "rows": table, "paired": paired,
                "curves": curves, "popularity": evaluate(PopularityScorer(data), data, split="test", ks=KS)}
-    from peel.bench.plots import budget_curves
-
-    pop = {"method": "popularity", "budget": "full", **payload["popularity"]}
-    fitted_points = [r for r in table if not r["elastic"]]
-    budget_curves(curves + fitted_points + [pop], RESULTS_DIR / f"compare_{data.name}.png",
-                  title=f"{data.name}: test split, one elastic model vs a model per budget")
+    plot(payload)
     write_result(f"compare_{data.name}", payload, markdown(payload))
     print(markdown(payload))
 
