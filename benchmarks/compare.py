@@ -158,6 +158,12 @@ def markdown(payload: dict[str, Any]) -> str:
     for t in payload["paired"]:
         lines.append(f"| {t['budget']} | {t['b']} | {t['metric']} | {t['mean_a']:.5f} | {t['mean_b']:.5f} | "
                      f"{t['relative']:+.1%} | {t['wins']} / {t['losses']} / {t['ties']} | {t['p_value']:.2g} |")
+    losses = [f"{t['budget']} ({t['relative']:+.0%}, p = {t['p_value']:.1g})" for t in payload["paired"]
+              if t["metric"] == "ndcg@50" and t["difference"] < 0 and t["p_value"] < 0.05]
+    wins = [t["budget"] for t in payload["paired"]
+            if t["metric"] == "ndcg@50" and t["difference"] > 0 and t["p_value"] < 0.05]
+    lines += ["", f"**Where PEEL loses** (NDCG@50, significant at 5%): {', '.join(losses) or 'nowhere'}; "
+              f"where it wins: {', '.join(wins) or 'nowhere'}."]
     lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)", "",
               "PEEL's curve: " + ", ".join(f"{r['bytes_used'] / 1e6:.2f} MB → {r['ndcg@50']:.4f}"
                                           for r in payload["curves"] if r["method"] == "PEEL (defaults)"
@@ -170,12 +176,17 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--reference", default=None, help="paper dataset for budgets (default: from the name)")
-    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the committed JSON")
+    parser.add_argument("--replot", action="store_true", help="redraw the PNG and markdown from the JSON")
     args = parser.parse_args()
-    if args.replot:
+    if args.replot:  # redraw the PNG and rewrite the markdown from the JSON, keeping its command, date, machine
         import json
 
-        print(plot(json.loads((RESULTS_DIR / f"compare_{Path(args.data).name}.json").read_text())))
+        payload = json.loads((RESULTS_DIR / f"compare_{Path(args.data).name}.json").read_text())
+        print(plot(payload))
+        text = (RESULTS_DIR / f"compare_{payload['dataset']}.md").read_text()
+        footer = text[text.index("\n- command: "):]
+        (RESULTS_DIR / f"compare_{payload['dataset']}.md").write_text(
+            f"# compare_{payload['dataset']}\n\n{markdown(payload).strip()}\n{footer}")
         return
 
     data = load(args.data)
