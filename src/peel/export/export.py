@@ -36,10 +36,9 @@ def export_peel(run: TrainedRun, out_dir: str | os.PathLike[str], *, data: Inter
     _check_data(run, data)
     n_groups = len(run.groups)
     chosen = list(range(n_groups)) if groups is None else _check_groups(groups, n_groups)
-    budget = max_budget
     out = Path(out_dir)
     with atomic_directory(out, overwrite=overwrite, inputs=_inputs(run.path)) as tmp:
-        entries = [_write_group(run, data, g, tmp, budget) for g in chosen]
+        entries = [_write_group(run, data, g, tmp, max_budget) for g in chosen]
         train = data.csr("train")
         users_bytes = write_users_file(
             tmp / USERS_NAME, user_vectors=run.user_vectors(), user_group=run.user_group, n_items=data.n_items,
@@ -49,7 +48,7 @@ def export_peel(run: TrainedRun, out_dir: str | os.PathLike[str], *, data: Inter
         write_json_atomic(tmp / INDEX_NAME, _index(
             run.path, data, device={"eq10": d.eq10, "eq10_scale": d.eq10_scale, "blocks": d.blocks},
             n_user_groups=n_groups, n_item_groups=len(run.layout.item_group_sizes), n_blocks=m.n_blocks,
-            block_dim=m.block_dim, budget=budget, entries=entries, users_bytes=users_bytes, history=history))
+            block_dim=m.block_dim, budget=max_budget, entries=entries, users_bytes=users_bytes, history=history))
     return out
 
 
@@ -114,7 +113,7 @@ def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, 
                  data: Interactions, method: str, history: bool = True, overwrite: bool = False) -> Path:
     """A fixed-size model's export (``peel train --method``): one bundle with G_v = N = 1 and d = k, and
     every user in user group 0. Its charged bytes are (|V| + 1) * k * 4, what it was fitted to."""
-    users, items = user_vectors, item_vectors
+    users, items = user_vectors, item_vectors  # short names for the lines below
     if (len(users), len(items)) != (data.n_users, data.n_items):
         raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run {run} "
                         f"was trained on {len(users)} users and {len(items)} items")

@@ -10,7 +10,7 @@ from typing import Any
 from peel.budget import Budget
 from peel.config import PeelConfig
 from peel.data.interactions import Interactions
-from peel.errors import BudgetError, PeelError
+from peel.errors import BudgetError, ConfigError, PeelError
 from peel.evaluation import Scorer
 from peel.methods.protocol import Method, TrainedModel
 from peel.run_layout import RunLayout
@@ -48,14 +48,14 @@ class PeelModel(TrainedModel):
     def __init__(self, run: Any) -> None:  # a peel.run.TrainedRun
         self.run = run
         self.layout = RunLayout(run.path)
-        self._scorers: dict[int, Any] = {}
+        self._last: tuple[int, Any] | None = None  # the last budget's scorer: it holds a table per user group
 
     def _scorer(self, budget: Budget | None) -> Any:
         if budget is None:
             raise BudgetError("PEEL is elastic: give it a budget")
-        if budget.bytes not in self._scorers:
-            self._scorers = {budget.bytes: self.run.scorer(budget)}  # keep one: a scorer holds a table per group
-        return self._scorers[budget.bytes]
+        if self._last is None or self._last[0] != budget.bytes:
+            self._last = (budget.bytes, self.run.scorer(budget))
+        return self._last[1]
 
     def device_bytes(self, budget: Budget | None) -> int:
         return max(s.bytes_used for s in self._scorer(budget).selections)
@@ -77,8 +77,6 @@ class PeelModel(TrainedModel):
 
 def with_device_overrides(config: PeelConfig, overrides: list[str]) -> PeelConfig:
     """The run's own config with ``device.*`` overrides applied (other sections would change training)."""
-    from peel.errors import ConfigError
-
     other = [o for o in overrides if not o.strip().startswith("device.")]
     if other:
         raise ConfigError(f"evaluate --set takes only device options (device.eq10, device.blocks, ...), "

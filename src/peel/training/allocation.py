@@ -16,7 +16,8 @@ from peel.units import UnitLayout, select, unit_order
 def density_weights(share: np.ndarray, n_blocks: int, decay: float) -> np.ndarray:
     """(G_v, N) importance weights share_g * decay^b. With decay < 1 an item group's blocks come in order,
     and popular item groups get more of them."""
-    smoothed = (np.asarray(share, dtype=np.float64) + 1e-6) / (np.asarray(share, dtype=np.float64) + 1e-6).sum()
+    smoothed = np.asarray(share, dtype=np.float64) + 1e-6  # an item group with no interaction still ranks
+    smoothed /= smoothed.sum()
     return smoothed[:, None] * decay ** np.arange(n_blocks)[None, :]
 
 

@@ -143,11 +143,16 @@ def _allocations(data: Interactions, config: PeelConfig) -> tuple[np.ndarray, np
     from peel.training.finetune import item_group_share
     from peel.units import UnitLayout
 
-    g = config.grouping
-    items = item_groups(data.popularity("train"), g.item_groups, g.item_grouping, seed=config.seed)
+    items = _item_groups(data, config)
     layout = UnitLayout(np.bincount(items), config.model.n_blocks, config.model.block_dim)
-    share = item_group_share(data.csr("train"), items, g.item_groups)
+    share = item_group_share(data.csr("train"), items, config.grouping.item_groups)
     return items, allocation_table(share, layout, config.finetune.density_decay, config.pretrain.allocation_budgets)
+
+
+def _item_groups(data: Interactions, config: PeelConfig) -> np.ndarray:
+    """Item groups by training popularity (or random, the ablation): a function of the data and config only."""
+    g = config.grouping
+    return item_groups(data.popularity("train"), g.item_groups, g.item_grouping, seed=config.seed)
 
 
 def _grouping(data: Interactions, out: Path, config: PeelConfig,
@@ -158,7 +163,7 @@ def _grouping(data: Interactions, out: Path, config: PeelConfig,
         with np.load(path, allow_pickle=False) as z:
             return z["item_group"], z["user_group"]
     g = config.grouping
-    items = item_groups(data.popularity("train"), g.item_groups, g.item_grouping, seed=config.seed)
+    items = _item_groups(data, config)
     has_valid = np.diff(data.csr("valid").indptr) > 0
     users = user_groups(user_vectors, g.user_groups, mode=g.user_grouping, seed=config.seed, n_init=g.kmeans_n_init,
                         valid_users=has_valid, min_valid_users=g.min_valid_users)
@@ -207,8 +212,9 @@ def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: n
 def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResult]) -> dict[str, Any]:
     """Stage times of this invocation; a stage skipped because it was done keeps its recorded time
     (written when it finished; a stage resumed after a kill records only the time after the resume)."""
-    path = RunLayout(out).summary
-    recorded = RunLayout(out).read_summary().get("seconds", {})
+    layout = RunLayout(out)
+    path = layout.summary
+    recorded = layout.read_summary().get("seconds", {})
     seconds = {k: v for k, v in recorded.items() if k != "total"}
     seconds.update({k: round(v, 2) for k, v in timings.items()})
     summary = {"seconds": seconds,
