@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from peel.bench import RESULTS_DIR, write_result
-from peel.budget import Budget, full_table_bytes, parse_budgets
+from peel.budget import Budget, device_bytes, full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig, config_from_sources
 from peel.data import load
@@ -41,7 +41,18 @@ except ImportError:  # run from another directory
 BUDGETS = "5MB,10MB,25MB"
 KS = (20, 50)
 CURVE_POINTS = 14
-PEEL_VARIANTS = {"peel-defaults": ("PEEL (defaults)", None), "peel-paper": ("PEEL (paper config)", "paper")}  # preset
+# name -> (label, preset, overrides, the variant whose stage a it reuses)
+PEEL_VARIANTS: dict[str, tuple[str, str | None, list[str], str | None]] = {
+    "peel-defaults": ("PEEL (defaults)", None, [], None),
+    "peel-paper": ("PEEL (paper preset)", "paper", [], None),
+}
+# name -> (label, trained variant, device overrides): a trained model scored on the device another way, e.g.
+# the stage-b ablation (stage-a blocks and user vectors instead of the fine-tuned ones); no training
+DEVICE_VARIANTS: dict[str, tuple[str, str, list[str]]] = {
+    "peel-paper-stage-a": ("PEEL (paper preset, device on stage-a blocks)", "peel-paper",
+                           ["device.blocks=pretrained", "device.user_vector=pretrained"]),
+}
+FULL_LIGHTGCN = ("lightgcn-full", "LightGCN (full size, D=128)")
 
 
 def budgets_for(data: Any, reference: str | None) -> list[Budget]:
@@ -52,50 +63,46 @@ def budgets_for(data: Any, reference: str | None) -> list[Budget]:
 def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget]) -> dict[str, Path]:
     """Every run of the comparison, trained if missing; name -> run directory."""
     paths: dict[str, Path] = {}
-    for name, (label, preset) in PEEL_VARIANTS.items():
+    for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
         out = runs / name
         if not RunLayout(out).summary.exists() or not RunLayout(out).finetune_dir.exists() or \
                 RunLayout(out).finished_groups() == 0:
             print(f"training {label}", flush=True)
-            METHODS["peel"].fit(data, out, config_from_sources(preset=preset), data_path=data_path,
-                                resume=RunLayout(out).config.exists(), progress=False)
+            METHODS["peel"].fit(data, out, config_from_sources(preset=preset, overrides=overrides),
+                                data_path=data_path, resume=RunLayout(out).config.exists(), progress=False,
+                                stage_a_from=stage_a and runs / stage_a)
         paths[name] = out
-    # full-size LightGCN: the defaults' stage a (lambda_div = 0) as its own run, the stage shared
-    full = RunLayout(runs / "peel-defaults").ablation("lightgcn")
-    if not full.embeddings.exists():
-        METHODS["peel"].fit(data, runs / "peel-defaults", PeelConfig(), data_path=data_path, resume=True,
-                            progress=False, ablation="lightgcn")
-    paths["lightgcn-full"] = full.root
+    # the full-size LightGCN is a fitted one whose budget holds all D = N * d dimensions, same tuned recipe
+    full = Budget(device_bytes(data.n_items, PeelConfig().model.dim), "full")
     for method in FIXED_METHODS:
         overrides = chosen_overrides(data.name, method)
-        for budget in budgets:
-            out = runs / f"{method}-{budget.label}"
+        for budget in budgets + ([full] if method == "lightgcn" else []):
+            out = runs / (FULL_LIGHTGCN[0] if budget is full else f"{method}-{budget.label}")
             if not RunLayout(out).embeddings.exists():
                 print(f"training {method} at {budget} with {' '.join(overrides)}", flush=True)
                 METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides), budget=budget,
                                     data_path=data_path, resume=RunLayout(out).config.exists(), progress=False)
-            paths[f"{method}-{budget.label}"] = out
+            paths[out.name] = out
     return paths
 
 
-def seconds_of(path: Path, name: str) -> float | None:
-    layout = RunLayout(path)
-    if name == "lightgcn-full":  # its stage a is the defaults run's
-        return RunLayout(path.parents[1]).stage_seconds("pretrain")
-    return layout.stage_seconds("total")
+def seconds_of(path: Path) -> float | None:
+    return RunLayout(path).stage_seconds("total")
 
 
 def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> list[dict[str, Any]]:
     """Test rows with per-user NDCG@50 (for the paired tests) and validation NDCG@50 (for choices)."""
     rows = []
-    for name, path in paths.items():
-        model = load_run(path)
-        label = PEEL_VARIANTS.get(name, (model.label,))[0]
+    scored = [(name, path, None, []) for name, path in paths.items()] + \
+        [(name, paths[trained], label, overrides) for name, (label, trained, overrides) in DEVICE_VARIANTS.items()]
+    for name, path, label, overrides in scored:
+        model = load_run(path, overrides=overrides)
+        label = label or {**{k: v[0] for k, v in PEEL_VARIANTS.items()}, FULL_LIGHTGCN[0]: FULL_LIGHTGCN[1]}.get(
+            name, model.label)
         print(f"evaluating {label}", flush=True)
         valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
         for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label):
-            row.update(run=name, train_seconds=seconds_of(path, name),
-                       valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
+            row.update(run=name, train_seconds=seconds_of(path), valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
             rows.append(row)
     return rows
 
@@ -194,7 +201,7 @@ def main() -> None:
     paths = train_all(data, args.data, args.runs, budgets)
     rows = evaluate_all(data, paths, budgets)
     paired = paired_rows(rows, budgets)
-    curves = [point for name, (label, _) in PEEL_VARIANTS.items() for point in curve(data, paths[name], label)]
+    curves = [point for name, (label, *_) in PEEL_VARIANTS.items() for point in curve(data, paths[name], label)]
     table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
     payload = {"dataset": data.name, "budgets": [str(b) for b in budgets], "rows": table, "paired": paired,
                "curves": curves, "popularity": evaluate(PopularityScorer(data), data, split="test", ks=KS)}

@@ -108,3 +108,12 @@ def test_pipeline_trains_on_device_allocations(small_data, small_config, tmp_pat
     train(small_data, tmp_path / "plain", plain, progress=False)
     assert not np.array_equal(TrainedRun.load(tmp_path / "run").pretrained_items,
                               TrainedRun.load(tmp_path / "plain").pretrained_items)  # the view changes training
+
+
+def test_the_lightgcn_ablation_of_a_nested_run_is_plain_lightgcn():
+    from peel.training.pipeline import ablation_config
+
+    config = PeelConfig().with_overrides(["pretrain.nested=1,2,4", "pretrain.allocation_budgets=3",
+                                          "pretrain.lambda_div=0.001"])
+    plain = ablation_config(config, "lightgcn").pretrain
+    assert (plain.nested, plain.allocation_budgets, plain.lambda_div) == ("", 0, 0.0)

@@ -50,8 +50,8 @@ def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
     if name == "random_selection":
         return r(config, finetune=r(config.finetune, use_controller=False),
                  device=r(config.device, block_selection="random"))
-    if name == "lightgcn":
-        return r(config, pretrain=r(config.pretrain, lambda_div=0.0))
+    if name == "lightgcn":  # plain LightGCN: no regularizer, no nested prefixes
+        return r(config, pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0))
     raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
 
 
