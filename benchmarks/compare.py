@@ -53,6 +53,7 @@ DEVICE_VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                            ["device.blocks=pretrained", "device.user_vector=pretrained"]),
 }
 FULL_LIGHTGCN = ("lightgcn-full", "LightGCN (full size, D=128)")
+LABELS = {**{name: variant[0] for name, variant in PEEL_VARIANTS.items()}, FULL_LIGHTGCN[0]: FULL_LIGHTGCN[1]}
 
 
 def budgets_for(data: Any, reference: str | None) -> list[Budget]:
@@ -64,12 +65,11 @@ def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget]) -> d
     """Every run of the comparison, trained if missing; name -> run directory."""
     paths: dict[str, Path] = {}
     for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
-        out = runs / name
-        if not RunLayout(out).summary.exists() or not RunLayout(out).finetune_dir.exists() or \
-                RunLayout(out).finished_groups() == 0:
+        out, layout = runs / name, RunLayout(runs / name)
+        if not layout.summary.exists() or not layout.finetune_dir.exists() or layout.finished_groups() == 0:
             print(f"training {label}", flush=True)
             METHODS["peel"].fit(data, out, config_from_sources(preset=preset, overrides=overrides),
-                                data_path=data_path, resume=RunLayout(out).config.exists(), progress=False,
+                                data_path=data_path, resume=layout.config.exists(), progress=False,
                                 stage_a_from=stage_a and runs / stage_a)
         paths[name] = out
     # the full-size LightGCN is a fitted one whose budget holds all D = N * d dimensions, same tuned recipe
@@ -97,8 +97,7 @@ def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> li
         [(name, paths[trained], label, overrides) for name, (label, trained, overrides) in DEVICE_VARIANTS.items()]
     for name, path, label, overrides in scored:
         model = load_run(path, overrides=overrides)
-        label = label or {**{k: v[0] for k, v in PEEL_VARIANTS.items()}, FULL_LIGHTGCN[0]: FULL_LIGHTGCN[1]}.get(
-            name, model.label)
+        label = label or LABELS.get(name, model.label)
         print(f"evaluating {label}", flush=True)
         valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
         for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label):
