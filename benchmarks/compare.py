@@ -45,6 +45,8 @@ CURVE_POINTS = 14
 PEEL_VARIANTS: dict[str, tuple[str, str | None, list[str], str | None]] = {
     "peel-defaults": ("PEEL (defaults)", None, [], None),
     "peel-paper": ("PEEL (paper preset)", "paper", [], None),
+    # the stage-b ablation of the defaults: their stage a with the paper's trained stage b (controller)
+    "peel-stage-b": ("PEEL (defaults + trained stage b)", None, ["finetune.importance=controller"], "peel-defaults"),
 }
 # name -> (label, trained variant, device overrides): a trained model scored on the device another way, e.g.
 # the stage-b ablation (stage-a blocks and user vectors instead of the fine-tuned ones); no training
@@ -61,7 +63,8 @@ def budgets_for(data: Any, reference: str | None) -> list[Budget]:
             for b in parse_budgets(BUDGETS, full_table_bytes=full_table_bytes(data.n_items, 128))]
 
 
-def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget]) -> dict[str, Path]:
+def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget],
+              fitted: tuple[str, ...] = tuple(FIXED_METHODS)) -> dict[str, Path]:
     """Every run of the comparison, trained if missing; name -> run directory."""
     paths: dict[str, Path] = {}
     for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
@@ -74,7 +77,7 @@ def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget]) -> d
         paths[name] = out
     # the full-size LightGCN is a fitted one whose budget holds all D = N * d dimensions, same tuned recipe
     full = Budget(device_bytes(data.n_items, PeelConfig().model.dim), "full")
-    for method in FIXED_METHODS:
+    for method in fitted:
         overrides = chosen_overrides(data.name, method)
         for budget in budgets + ([full] if method == "lightgcn" else []):
             out = runs / (FULL_LIGHTGCN[0] if budget is full else f"{method}-{budget.label}")
@@ -183,7 +186,12 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--reference", default=None, help="paper dataset for budgets (default: from the name)")
     parser.add_argument("--replot", action="store_true", help="redraw the PNG and markdown from the JSON")
+    parser.add_argument("--fitted", default=",".join(FIXED_METHODS),
+                        help=f"fitted methods to train, comma-separated (default: {','.join(FIXED_METHODS)})")
     args = parser.parse_args()
+    fitted = tuple(m for m in args.fitted.split(",") if m)
+    if unknown := set(fitted) - set(FIXED_METHODS):
+        parser.error(f"--fitted: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(FIXED_METHODS)}")
     if args.replot:  # redraw the PNG and rewrite the markdown from the JSON, keeping its command, date, machine
         import json
 
@@ -197,7 +205,7 @@ def main() -> None:
 
     data = load(args.data)
     budgets = budgets_for(data, args.reference)
-    paths = train_all(data, args.data, args.runs, budgets)
+    paths = train_all(data, args.data, args.runs, budgets, fitted)
     rows = evaluate_all(data, paths, budgets)
     paired = paired_rows(rows, budgets)
     curves = [point for name, (label, *_) in PEEL_VARIANTS.items() for point in curve(data, paths[name], label)]

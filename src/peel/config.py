@@ -39,7 +39,14 @@ class PretrainConfig:
     # a small dataset still gets enough steps per epoch and a large one few, cheap full-graph steps.
     lr: float = 0.0
     batch_size: int = 0
-    l2: float = 1e-4            # on the batch's ego embeddings, as in LightGCN
+    lr_at_65536: float = 1e-2   # auto lr = this * sqrt(batch / 65536); the fitted LightGCN's tuned rate
+    # L2 on the batch's ego embeddings, as in LightGCN; 1e-2 is the fitted LightGCN's tuned value at
+    # 5MB-eq on both benchmark datasets (tuning_*.md), with nesting that of the smallest prefix
+    l2: float = 1e-2
+    # With nested blocks: the L2 of the full prefix (0 = l2); prefix p then gets l2 interpolated
+    # geometrically in p from l2 at the smallest prefix to this at the full one, since a small embedding
+    # wants more regularization than a large one (the fitted LightGCN's tuning: tuning_*.md).
+    l2_full_prefix: float = 1e-4
     # Diversity regularizer weight (methods.md §2 says 1e-3, "chosen on validation from {0, 1e-4, 1e-3, 1e-2}").
     # Validation on amazon-book-sub picks 0 at every budget (benchmarks/results/pipeline_amazon-book-sub.md),
     # so the regularizer is off by default; set 1e-3 for the paper's PEEL.
@@ -52,7 +59,7 @@ class PretrainConfig:
     lr_patience: int = 2
     # Nested blocks: BPR averaged over the dot products of these leading block counts ("1,2,4,8,16"; "" = off,
     # the paper's stage a), so every prefix of an item's blocks is itself a trained embedding (issue 10).
-    nested: str = ""
+    nested: str = "auto"        # "auto": 1, 2, 4, ... up to and including model.n_blocks
     # With nested blocks, also train on the allocations a device holds: per triple, one of this many budgets
     # (geometric from the minimum to the full table), each item scored with the leading blocks its item
     # group keeps there under the global density order; trains the score scale across item groups that keep
@@ -63,6 +70,8 @@ class PretrainConfig:
         """The block counts of ``nested`` (ascending, within [1, n_blocks]); () when off."""
         if not self.nested.strip():
             return ()
+        if self.nested.strip() == "auto":
+            return tuple(sorted({2 ** i for i in range(n_blocks.bit_length()) if 2 ** i <= n_blocks} | {n_blocks}))
         try:
             counts = tuple(sorted({int(p) for p in self.nested.split(",") if p.strip()}))
         except ValueError:
@@ -73,6 +82,17 @@ class PretrainConfig:
                               f"got {self.nested!r}")
         return counts
 
+    def nested_l2(self, n_blocks: int) -> tuple[float, ...]:
+        """The L2 weight of every nested prefix (see ``l2_full_prefix``); () when nesting is off."""
+        counts = self.nested_blocks(n_blocks)
+        if not counts:
+            return ()
+        last = self.l2_full_prefix or self.l2
+        if counts[0] == counts[-1] or last == self.l2:
+            return (self.l2,) * len(counts)
+        position = [math.log(p / counts[0]) / math.log(counts[-1] / counts[0]) for p in counts]
+        return tuple(self.l2 * (last / self.l2) ** t for t in position)
+
     def resolved(self, n_train: int) -> PretrainConfig:
         """This config with every auto field (0) derived from the number of training interactions.
 
@@ -81,12 +101,13 @@ class PretrainConfig:
         several steps and a large one few, cheap ones); Adam's learning rate scaled with the square root
         of the batch from 2e-2 at 65536 (amazon-book-sub's measured best); one validation every
         ceil(n_train / 150,000) epochs (a validation pass on the capped user sample costs about the same
-        on any dataset, while an epoch grows with n_train); patience of about 10 epochs.
+        on any dataset, while an epoch grows with n_train); patience of about 20 epochs (with 10, a
+        nested stage a and the fitted models of 27-68 dims stopped early in a climb that went on).
         """
         batch = self.batch_size or int(2 ** min(16, max(10, round(math.log2(max(n_train, 1) / 8)))))
-        lr = self.lr or round(2e-2 * math.sqrt(batch / 65536), 6)
+        lr = self.lr or round(self.lr_at_65536 * math.sqrt(batch / 65536), 6)
         eval_every = self.eval_every or min(5, max(1, math.ceil(n_train / 150_000)))
-        patience = self.patience or math.ceil(10 / eval_every)
+        patience = self.patience or math.ceil(20 / eval_every)
         return dataclasses.replace(self, batch_size=batch, lr=lr, eval_every=eval_every, patience=patience)
 
 
@@ -121,14 +142,14 @@ class FinetuneConfig:
     # "controller": the paper's stage b (Algorithm 1); "density": no training, the unit order of a nested
     # stage a by value per byte: weight(g, b) = share of the user group's training interactions in item
     # group g x density_decay^b, so blocks of an item group come in order and popular groups get more.
-    importance: str = "controller"
+    importance: str = "density"
     density_decay: float = 0.7
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
     eq10: str = "masked"                 # "masked" or "fold" (methods.md §11)
-    eq10_scale: str = "sqrt"             # "sqrt", "paper" (s_max/|S_g|) or "none": see peel.units.EQ10_SCALES
+    eq10_scale: str = "none"             # "none", "sqrt" or "paper" (s_max/|S_g|): see peel.units.EQ10_SCALES
     # The item blocks a device scores with: "raw" (the fine-tuned table), "transformed" (BatchNorm + tanh
     # folded in, methods.md §11) or "pretrained". "raw" by validation NDCG@50 on amazon-book-sub (the mean
     # over 5/10/25MB-eq; benchmarks/results/pipeline_amazon-book-sub.md).
@@ -268,7 +289,7 @@ def validate(config: PeelConfig) -> None:
         "finetune.lr": config.finetune.lr, "finetune.controller_lr": config.finetune.controller_lr,
         "finetune.controller_hidden": config.finetune.controller_hidden,
         "finetune.density_decay": config.finetune.density_decay,
-        "pretrain.lr_patience": config.pretrain.lr_patience,
+        "pretrain.lr_patience": config.pretrain.lr_patience, "pretrain.lr_at_65536": config.pretrain.lr_at_65536,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -278,6 +299,7 @@ def validate(config: PeelConfig) -> None:
         raise ConfigError(f"model.embedding_dim = {config.model.embedding_dim} must equal n_blocks * block_dim = "
                           f"{config.model.n_blocks} * {config.model.block_dim} = {config.model.dim}")
     for key, value in {"model.layers": config.model.layers, "pretrain.l2": config.pretrain.l2,
+                       "pretrain.l2_full_prefix": config.pretrain.l2_full_prefix,
                        "pretrain.lambda_div": config.pretrain.lambda_div, "finetune.l2": config.finetune.l2,
                        "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads,
                        "pretrain.allocation_budgets": config.pretrain.allocation_budgets,
@@ -341,7 +363,8 @@ def resolve_for_data(config: PeelConfig, *, n_train: int) -> PeelConfig:
 # (diversity regularizer, stage b with the controller and the second-order bi-level step, BatchNorm + tanh
 # folded into the exported blocks, no nested blocks), kept so the reproduction tables can still show it.
 PRESETS: dict[str, list[str]] = {
-    "paper": ["pretrain.lambda_div=0.001", "pretrain.nested=", "finetune.importance=controller",
+    "paper": ["pretrain.lambda_div=0.001", "pretrain.nested=", "pretrain.l2=0.0001", "pretrain.l2_full_prefix=0",
+              "pretrain.lr_at_65536=0.02", "finetune.importance=controller",
               "finetune.bilevel=second_order", "finetune.max_epochs=20", "device.blocks=transformed",
               "device.eq10_scale=sqrt"],
 }

@@ -131,7 +131,7 @@ def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:
     from peel.config import PeelConfig
 
     tuning = _script("tuning")
-    overrides = tuning.overrides_for(PeelConfig(), 2_000_000, 0.1, 0.25, 0.5)
+    overrides = tuning.overrides_for(PeelConfig().with_overrides(tuning.GRID_CENTRE), 2_000_000, 0.1, 0.25, 0.5)
     # n_train 2M: auto batch 2^round(log2(250k)) capped at 65536, lr 2e-2; a quarter batch at half the lr
     assert overrides == ["pretrain.l2=0.1", "pretrain.batch_size=16384", "pretrain.lr=0.01"]
     assert tuning.config_name(overrides) == "l20.1_batch_size16384_lr0.01"

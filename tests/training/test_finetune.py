@@ -28,7 +28,7 @@ def _tasks(data, config, n_groups=2):
 @pytest.mark.parametrize("scorer", ["mlp", "dot"])
 def test_group_finetuning_learns_weights_and_improves(small_data, small_config, bilevel, scorer):
     config = dataclasses.replace(small_config, threads=1, finetune=dataclasses.replace(
-        small_config.finetune, bilevel=bilevel, scorer=scorer, max_epochs=3))
+        small_config.finetune, importance="controller", bilevel=bilevel, scorer=scorer, max_epochs=3))
     result = finetune_group(_tasks(small_data, config)[0])
     w = result.importance_weights
     assert w.shape == (config.grouping.item_groups, config.model.n_blocks)
@@ -41,7 +41,7 @@ def test_group_finetuning_learns_weights_and_improves(small_data, small_config, 
 
 def test_no_controller_gives_uniform_weights(small_data, small_config):
     config = dataclasses.replace(small_config, finetune=dataclasses.replace(
-        small_config.finetune, use_controller=False, max_epochs=1))
+        small_config.finetune, importance="controller", use_controller=False, max_epochs=1))
     w = finetune_group(_tasks(small_data, config)[0]).importance_weights
     np.testing.assert_allclose(w, 1.0 / w.size)
 

@@ -46,6 +46,41 @@ def test_nested_loss_is_the_mean_of_prefix_bpr_losses():
     assert model.item_embedding.grad[:, 3:].abs().sum() == 0     # a 1-block prefix trains block 0 only
 
 
+def _l2_on_prefix(model, users, pos, neg, blocks):
+    dims = blocks * model.block_dim
+    ego = torch.cat([model.user_embedding[users, :dims], model.item_embedding[pos, :dims],
+                     model.item_embedding[neg, :dims]])
+    return ego.pow(2).sum() / (2 * len(users))
+
+
+@pytest.mark.parametrize("l2", [0.1, (0.3, 0.1, 0.01)])
+def test_every_nested_prefix_carries_its_own_l2(l2):
+    # the nested loss is the mean over prefixes of that prefix's whole objective, BPR + L2 on its blocks;
+    # L2 on all blocks at full weight would put a trailing block, which only the full prefix's BPR trains,
+    # under len(nested) times the L2 per unit of BPR gradient that a fitted model of that size meets
+    model, users, pos, neg = _model_and_batch()
+    prefixes = (1, 2, 4)
+    weights = l2 if isinstance(l2, tuple) else (l2,) * 3
+    loss = model.loss(users, pos, neg, l2=l2, lambda_div=0.0, nested=prefixes)
+    expected = sum(_bpr_on_prefix(model, users, pos, neg, b) + w * _l2_on_prefix(model, users, pos, neg, b)
+                   for b, w in zip(prefixes, weights, strict=True)) / 3
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="2 weights for 3 nested prefixes"):
+        model.loss(users, pos, neg, l2=(0.1, 0.2), lambda_div=0.0, nested=prefixes)
+
+
+def test_nested_l2_runs_geometrically_from_the_smallest_to_the_full_prefix():
+    config = PeelConfig().with_overrides(["pretrain.nested=auto", "pretrain.l2=0.01",
+                                          "pretrain.l2_full_prefix=0.0001"]).pretrain
+    assert config.nested_blocks(16) == (1, 2, 4, 8, 16)
+    assert config.nested_blocks(12) == (1, 2, 4, 8, 12)
+    assert config.nested_l2(16) == pytest.approx((1e-2, 10 ** -2.5, 1e-3, 10 ** -3.5, 1e-4), rel=1e-9)
+    flat = PeelConfig().with_overrides(["pretrain.nested=1,4", "pretrain.l2=0.01",
+                                        "pretrain.l2_full_prefix=0"]).pretrain
+    assert flat.nested_l2(16) == (0.01, 0.01)
+    assert PeelConfig().with_overrides(["pretrain.nested="]).pretrain.nested_l2(16) == ()
+
+
 @pytest.mark.parametrize("text", ["0,2", "1,5", "a,b", "1,,x"])
 def test_nested_refuses_block_counts_outside_the_model(text):
     with pytest.raises(ConfigError, match="pretrain.nested"):

@@ -37,13 +37,13 @@ def fitted_dimension(n_items: int, budget: Budget) -> int:
 
 
 def fitted_config(config: PeelConfig, method: str, dim: int) -> PeelConfig:
-    """``config`` with one block of ``dim`` dims, no regularizer, and no propagation for PMF."""
+    """``config`` with one block of ``dim`` dims, no regularizer or nesting, and no propagation for PMF."""
     if method not in FIXED_METHODS:
         raise PeelError(f"unknown fixed-size method {method!r}; known: {', '.join(FIXED_METHODS)}")
     r = dataclasses.replace
     layers = config.model.layers if method == "lightgcn" else 0
     return r(config, model=r(config.model, n_blocks=1, block_dim=dim, layers=layers, embedding_dim=0),
-             pretrain=r(config.pretrain, lambda_div=0.0))
+             pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0, l2_full_prefix=0.0))
 
 
 class FixedSizeMethod(Method):

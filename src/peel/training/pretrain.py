@@ -46,7 +46,8 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
 
     ``allocations``: (item group of every item, (budgets, G_v) leading blocks kept per item group) for
     ``config.allocation_budgets``; each triple is then also scored as a device at one of those budgets.
-    With nested blocks, early stopping follows the mean validation Recall@50 over the nested prefixes."""
+    With nested blocks, early stopping follows the mean validation Recall@50 of the smallest, middle and
+    full nested prefix."""
     config = config.resolved(data.count("train"))
     torch.manual_seed(seed)
     train = data.csr("train")
@@ -61,6 +62,7 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
         valid_users = np.sort(np.random.default_rng([seed, 1]).choice(valid_users, config.eval_users, replace=False))
 
     nested = config.nested_blocks(model_config.n_blocks)
+    l2 = config.nested_l2(model_config.n_blocks) or config.l2
 
     def batches(epoch: int):
         rng = np.random.default_rng([seed, epoch])
@@ -73,12 +75,13 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
 
     def step(batch: list[torch.Tensor]) -> torch.Tensor:
         kept = (batch[3], batch[4]) if len(batch) == 5 else None
-        return model.loss(*batch[:3], l2=config.l2, lambda_div=config.lambda_div, nested=nested, kept=kept)
+        return model.loss(*batch[:3], l2=l2, lambda_div=config.lambda_div, nested=nested, kept=kept)
 
     def validate() -> float:
         users, items = model.final_embeddings()
-        picks = sorted(set(nested[:: max(1, len(nested) // 4)]) | {nested[-1]}) if nested else [model_config.n_blocks]
-        dims = [p * model_config.block_dim for p in picks]  # at most 5 prefixes: each is one evaluation
+        # the smallest, middle and full prefix: each is one full-ranking evaluation, the cost of an epoch or more
+        picks = sorted({nested[0], nested[len(nested) // 2], nested[-1]}) if nested else [model_config.n_blocks]
+        dims = [p * model_config.block_dim for p in picks]
         return float(np.mean([evaluate(DotProductScorer(users[:, :k], items[:, :k]), data, split="valid", ks=(50,),
                                        users=valid_users, legacy_depth=None)["recall@50"] for k in dims]))
 
