@@ -31,12 +31,12 @@ from peel.methods import FIXED_METHODS, METHODS, load_run
 from peel.run_layout import RunLayout
 
 try:
-    from tuning import chosen_overrides
+    from tuning import TUNING_BUDGET, chosen_overrides
 except ImportError:  # run from another directory
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from tuning import chosen_overrides
+    from tuning import TUNING_BUDGET, chosen_overrides
 
 BUDGETS = "5MB,10MB,25MB"
 KS = (20, 50)
@@ -55,6 +55,7 @@ DEVICE_VARIANTS: dict[str, tuple[str, str, list[str]]] = {
                            ["device.blocks=pretrained", "device.user_vector=pretrained"]),
 }
 FULL_LIGHTGCN = ("lightgcn-full", "LightGCN (full size, D=128)")
+FITTED_L2_FACTORS = (0.1, 0.01)  # above the tuning budget, fitted models also try the tuned L2 times these
 LABELS = {**{name: variant[0] for name, variant in PEEL_VARIANTS.items()}, FULL_LIGHTGCN[0]: FULL_LIGHTGCN[1]}
 
 
@@ -63,29 +64,50 @@ def budgets_for(data: Any, reference: str | None) -> list[Budget]:
             for b in parse_budgets(BUDGETS, full_table_bytes=full_table_bytes(data.n_items, 128))]
 
 
+def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> dict[str, tuple[str, Budget, list[str]]]:
+    """Every fitted run: name -> (method, budget, overrides). The tuned recipe at every budget; above the
+    tuning budget also its L2 / 10 and / 100, since a larger model may want less L2 than the one the grid
+    was run at (full-size LightGCN on amazon-book-sub: L2 1e-4 far above the tuned 1e-2), and the yardstick
+    at each budget is the best of them on validation, never a weakened one."""
+    full = Budget(device_bytes(data.n_items, PeelConfig().model.dim), "full")
+    runs: dict[str, tuple[str, Budget, list[str]]] = {}
+    for method in fitted:
+        tuned = chosen_overrides(data.name, method)
+        l2 = float(next(o.split("=", 1)[1] for o in tuned if o.startswith("pretrain.l2=")))
+        for budget in budgets + ([full] if method == "lightgcn" else []):
+            name = FULL_LIGHTGCN[0] if budget is full else f"{method}-{budget.label}"
+            runs[name] = (method, budget, tuned)
+            if budget is not full and budget.label != f"{TUNING_BUDGET}-eq":
+                for factor in FITTED_L2_FACTORS:
+                    runs[f"{name}-l2={l2 * factor:g}"] = (method, budget, [*tuned, f"pretrain.l2={l2 * factor:g}"])
+    return runs
+
+
 def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget],
-              fitted: tuple[str, ...] = tuple(FIXED_METHODS)) -> dict[str, Path]:
-    """Every run of the comparison, trained if missing; name -> run directory."""
+              fitted: tuple[str, ...] = tuple(FIXED_METHODS), only: set[str] | None = None,
+              threads: int = 0) -> dict[str, Path]:
+    """Every run of the comparison (or those named in ``only``), trained if missing; name -> run directory."""
+    extra = [f"threads={threads}"] if threads else []
     paths: dict[str, Path] = {}
     for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
         out, layout = runs / name, RunLayout(runs / name)
+        paths[name] = out
+        if only is not None and name not in only:
+            continue
         if not layout.summary.exists() or not layout.finetune_dir.exists() or layout.finished_groups() == 0:
+            if stage_a and not RunLayout(runs / stage_a).pretrain_result.exists():
+                raise SystemExit(f"{name} reuses the stage a of {stage_a}: train {stage_a} first")
             print(f"training {label}", flush=True)
-            METHODS["peel"].fit(data, out, config_from_sources(preset=preset, overrides=overrides),
+            METHODS["peel"].fit(data, out, config_from_sources(preset=preset, overrides=overrides + extra),
                                 data_path=data_path, resume=layout.config.exists(), progress=False,
                                 stage_a_from=stage_a and runs / stage_a)
+    for name, (method, budget, overrides) in fitted_runs(data, budgets, fitted).items():
+        out = runs / name
         paths[name] = out
-    # the full-size LightGCN is a fitted one whose budget holds all D = N * d dimensions, same tuned recipe
-    full = Budget(device_bytes(data.n_items, PeelConfig().model.dim), "full")
-    for method in fitted:
-        overrides = chosen_overrides(data.name, method)
-        for budget in budgets + ([full] if method == "lightgcn" else []):
-            out = runs / (FULL_LIGHTGCN[0] if budget is full else f"{method}-{budget.label}")
-            if not RunLayout(out).embeddings.exists():
-                print(f"training {method} at {budget} with {' '.join(overrides)}", flush=True)
-                METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides), budget=budget,
-                                    data_path=data_path, resume=RunLayout(out).config.exists(), progress=False)
-            paths[out.name] = out
+        if (only is None or name in only) and not RunLayout(out).embeddings.exists():
+            print(f"training {method} at {budget} with {' '.join(overrides)}", flush=True)
+            METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides + extra), budget=budget,
+                                data_path=data_path, resume=RunLayout(out).config.exists(), progress=False)
     return paths
 
 
@@ -100,12 +122,16 @@ def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> li
         [(name, paths[trained], label, overrides) for name, (label, trained, overrides) in DEVICE_VARIANTS.items()]
     for name, path, label, overrides in scored:
         model = load_run(path, overrides=overrides)
-        label = label or LABELS.get(name, model.label)
+        label = label or LABELS.get(name, model.label + (f", L2 {name.split('-l2=')[1]}" if "-l2=" in name else ""))
         print(f"evaluating {label}", flush=True)
         valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
         for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label):
             row.update(run=name, train_seconds=seconds_of(path), valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
             rows.append(row)
+    for row in rows:  # the fitted yardstick of a budget: per method, its run with the best validation NDCG@50
+        family = [r for r in rows if not r["elastic"] and r["budget"] == row["budget"]
+                  and r["run"].split("-l2=")[0] == row["run"].split("-l2=")[0]]
+        row["chosen"] = row["elastic"] or row["run"] == max(family, key=lambda r: r["valid_ndcg50"] or -1)["run"]
     return rows
 
 
@@ -126,7 +152,7 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[
     out = []
     for budget in budgets:
         peel = next(r for r in rows if r["run"] == "peel-defaults" and r["budget"] == budget.label)
-        fitted = [r for r in rows if r["run"] in {f"{m}-{budget.label}" for m in FIXED_METHODS}]
+        fitted = [r for r in rows if r["budget"] == budget.label and not r["elastic"] and r["run"] != FULL_LIGHTGCN[0]]
         best = max(fitted, key=lambda r: r["valid_ndcg50"])
         for metric in ("ndcg@50", "recall@50"):
             test = paired_test(peel["per_user"], best["per_user"], metric)
@@ -139,7 +165,8 @@ def plot(payload: dict[str, Any]) -> Path:
     from peel.bench.plots import budget_curves
 
     pop = {"method": "popularity", "budget": "full", **payload["popularity"]}
-    fitted = [{**r, "method": r["method"].split(" (D=")[0]} for r in payload["rows"] if not r["elastic"]]
+    fitted = [{**r, "method": r["method"].split(" (D=")[0]} for r in payload["rows"]
+              if not r["elastic"] and r.get("chosen", True)]
     return budget_curves(payload["curves"] + fitted + [pop], RESULTS_DIR / f"compare_{payload['dataset']}.png",
                          title=f"{payload['dataset']}: test split, one elastic model vs a model per budget")
 
@@ -188,6 +215,10 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="redraw the PNG and markdown from the JSON")
     parser.add_argument("--fitted", default=",".join(FIXED_METHODS),
                         help=f"fitted methods to train, comma-separated (default: {','.join(FIXED_METHODS)})")
+    parser.add_argument("--only", default=None,
+                        help="train only these runs (comma-separated names, e.g. peel-paper,lightgcn-5MB-eq) and stop: "
+                             "start several such processes to train in parallel, then rerun without --only")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per training (0: torch's default)")
     args = parser.parse_args()
     fitted = tuple(m for m in args.fitted.split(",") if m)
     if unknown := set(fitted) - set(FIXED_METHODS):
@@ -205,7 +236,13 @@ def main() -> None:
 
     data = load(args.data)
     budgets = budgets_for(data, args.reference)
-    paths = train_all(data, args.data, args.runs, budgets, fitted)
+    only = set(args.only.split(",")) if args.only is not None else None
+    known = [*PEEL_VARIANTS, *fitted_runs(data, budgets, fitted)]
+    if only is not None and (unknown := only - set(known)):
+        parser.error(f"--only: unknown run(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    paths = train_all(data, args.data, args.runs, budgets, fitted, only, args.threads)
+    if only is not None:
+        return
     rows = evaluate_all(data, paths, budgets)
     paired = paired_rows(rows, budgets)
     curves = [point for name, (label, *_) in PEEL_VARIANTS.items() for point in curve(data, paths[name], label)]

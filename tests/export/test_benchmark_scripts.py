@@ -116,15 +116,32 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     def row(run, method, valid, shift):
         ndcg = np.clip(rng.uniform(0, 0.2, 50) + shift, 0, 1)
         return {"run": run, "method": method, "budget": "5MB-eq", "valid_ndcg50": valid,
-                "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}}
+                "elastic": run == "peel-defaults", "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}}
 
-    rows = [row("peel-defaults", "PEEL (defaults)", 0.02, 0.0), row("lightgcn-5MB-eq", "LightGCN fitted", 0.03, 0.1),
+    rows = [row("peel-defaults", "PEEL (defaults)", 0.02, 0.0), row("lightgcn-5MB-eq", "LightGCN fitted", 0.03, 0.05),
+            row("lightgcn-5MB-eq-l2=0.001", "LightGCN fitted, L2 0.001", 0.035, 0.1),
             row("pmf-5MB-eq", "PMF fitted", 0.01, 0.5), row("lightgcn-full", "LightGCN (full size)", 0.09, 0.9)]
     tests = compare.paired_rows(rows, [Budget(100, "5MB-eq")])
-    # the fitted model best on validation (LightGCN), not the best on test (PMF) nor the full-size reference
-    assert [t["b"] for t in tests] == ["LightGCN fitted"] * 2 and [t["metric"] for t in tests] == ["ndcg@50",
-                                                                                                   "recall@50"]
+    # the fitted model best on validation (LightGCN at the smaller L2), not the best on test (PMF) nor the
+    # full-size reference
+    assert [t["b"] for t in tests] == ["LightGCN fitted, L2 0.001"] * 2
+    assert [t["metric"] for t in tests] == ["ndcg@50", "recall@50"]
     assert tests[0]["difference"] < 0 and tests[0]["p_value"] < 0.01
+
+
+def test_compare_fits_each_budget_at_the_tuned_l2_and_below_it_above_the_tuning_budget() -> None:
+    from types import SimpleNamespace
+
+    compare = _script("compare")
+    data = SimpleNamespace(name="amazon-book-sub", n_items=55_268)
+    runs = compare.fitted_runs(data, compare.budgets_for(data, None), ("lightgcn",))
+    tuned = runs["lightgcn-5MB-eq"][2]
+    assert "pretrain.l2=0.01" in tuned  # benchmarks/results/tuning_amazon-book-sub.json's LightGCN winner
+    assert sorted(runs) == ["lightgcn-10MB-eq", "lightgcn-10MB-eq-l2=0.0001", "lightgcn-10MB-eq-l2=0.001",
+                            "lightgcn-25MB-eq", "lightgcn-25MB-eq-l2=0.0001", "lightgcn-25MB-eq-l2=0.001",
+                            "lightgcn-5MB-eq", "lightgcn-full"]
+    assert runs["lightgcn-25MB-eq-l2=0.001"][2] == [*tuned, "pretrain.l2=0.001"]  # the later override wins
+    assert runs["lightgcn-25MB-eq"][1].label == "25MB-eq" and runs["lightgcn-full"][1].label == "full"
 
 
 def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:
