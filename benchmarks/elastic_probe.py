@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from peel.bench import RESULTS_DIR, write_result
+from peel.bench import RESULTS_DIR, command_line, write_result
 from peel.budget import full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig
@@ -63,7 +64,8 @@ def probe(data: Any, data_path: str, runs: Path, text: str, recipe: list[str], r
     return {"name": name, "overrides": recipe + training + device, "stage_a_from": stage_a and stage_a.name,
             "valid": {r["budget"]: {"ndcg@50": r.get("ndcg@50"), "recall@50": r.get("recall@50")} for r in rows},
             "seconds": layout.read_summary().get("seconds", {}),
-            "pretrain_epochs": pretrain.get("epochs_run"), "pretrain_best_epoch": pretrain.get("best_epoch")}
+            "pretrain_epochs": pretrain.get("epochs_run"), "pretrain_best_epoch": pretrain.get("best_epoch"),
+            "command": command_line(), "date": datetime.now().isoformat(timespec="seconds")}
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -78,6 +80,9 @@ def markdown(payload: dict[str, Any]) -> str:
         seconds = v["seconds"].get("pretrain")
         lines.append(f"| {v['name']}{shared} | `{' '.join(v['overrides'])}` | " + " | ".join(cells) +
                      f" | {seconds or 0:.0f} ({v['pretrain_epochs']}) |")
+    lines += [""] + [f"- {note}" for note in payload.get("notes", [])]
+    lines += ["", "Each variant's command (the file's own command below is the last one run):"]
+    lines += [f"- {v['name']}: `{v['command']}` ({v['date']})" for v in payload["variants"].values() if "command" in v]
     return "\n".join(lines)
 
 
@@ -93,11 +98,12 @@ def main() -> None:
     recipe = [p for p in args.recipe.split(";") if p] if args.recipe != "tuned" else \
         [o for o in chosen_overrides(data.name, "lightgcn") if o.startswith("pretrain.")]
     path = RESULTS_DIR / f"elastic_probe_{data.name}.json"
-    variants = json.loads(path.read_text())["variants"] if path.exists() else {}
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    variants, notes = previous.get("variants", {}), previous.get("notes", [])
     for text in args.variants:
         row = probe(data, args.data, args.runs, text, recipe, args.reference or data.name)
         variants[row["name"]] = row
-        payload = {"dataset": data.name, "variants": variants}
+        payload = {"dataset": data.name, "variants": variants, "notes": notes}
         write_result(f"elastic_probe_{data.name}", payload, markdown(payload))
         print(markdown({"dataset": data.name, "variants": {row["name"]: row}}).splitlines()[-1], flush=True)
 
