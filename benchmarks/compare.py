@@ -175,13 +175,17 @@ def markdown(payload: dict[str, Any]) -> str:
     name = payload["dataset"]
     lines = [f"## PEEL against models trained for each budget on {name} (test split)", "",
              "Budgets are paper-equivalent (MB-eq). Fitted models use their tuned recipe "
-             f"(benchmarks/results/tuning_{name}.md). Train seconds: a fitted model's is its deployment time for "
+             f"(benchmarks/results/tuning_{name}.md), above the tuning budget also with its L2 / 10 and / 100; the "
+             "yardstick of a budget is the fitted model best on validation NDCG@50. Train seconds: a fitted model's "
+             "is its deployment time for "
              "that budget alone; PEEL's is one pipeline that serves every budget.", "",
              "| method | budget | bytes used | train s | valid NDCG@50 | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 |",
              "|---|---|---|---|---|---|---|---|---|"]
+    yardsticks = {(t["budget"], t["b"]) for t in payload["paired"]}
     for r in payload["rows"]:
         seconds = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
-        lines.append(f"| {r['method']} | {r['budget']} | {r['bytes_used']:,} | {seconds} | {r['valid_ndcg50']:.5f} | "
+        method = r["method"] + (" **(yardstick)**" if (r["budget"], r["method"]) in yardsticks else "")
+        lines.append(f"| {method} | {r['budget']} | {r['bytes_used']:,} | {seconds} | {r['valid_ndcg50']:.5f} | "
                      + " | ".join(f"{r[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
     p = payload["popularity"]
     lines.append("| popularity | - | - | - | - | " + " | ".join(
