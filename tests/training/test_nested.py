@@ -1,5 +1,7 @@
 """Nested stage a (every prefix of blocks a trained embedding) and the density unit order."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -102,6 +104,11 @@ def test_pipeline_with_density_keeps_block_prefixes_at_every_budget(small_data, 
                                           "device.eq10_scale=none"])
     summary = train(small_data, tmp_path / "run", config, progress=False)
     assert all(g["epochs_run"] == 0 for g in summary["groups"])  # no stage-b training
+    def strict(constant):
+        raise AssertionError(f"summary.json holds {constant}, which strict JSON readers refuse")
+
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=strict)
+    assert all(g["best_valid_loss"] is None for g in on_disk["groups"])
     run = TrainedRun.load(tmp_path / "run")
     np.testing.assert_array_equal(run.groups[0].item_table, run.pretrained_items)  # the stage-a table as is
     full = run.layout.full_bytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -219,7 +220,8 @@ def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResul
     seconds.update({k: round(v, 2) for k, v in timings.items()})
     summary = {"seconds": seconds,
                "groups": [{"group": r.group, "users": len(r.users), "best_epoch": r.best_epoch,
-                           "epochs_run": r.epochs_run, "best_valid_loss": r.best_valid_loss,
+                           "epochs_run": r.epochs_run,  # no validation loss without stage-b training: null
+                           "best_valid_loss": None if math.isnan(r.best_valid_loss) else r.best_valid_loss,
                            "seconds": round(r.seconds, 2)} for r in groups]}
     summary["seconds"]["total"] = round(sum(summary["seconds"].values()), 2)
     write_json_atomic(path, summary)
