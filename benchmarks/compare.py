@@ -56,6 +56,7 @@ DEVICE_VARIANTS: dict[str, tuple[str, str, list[str]]] = {
 }
 FULL_LIGHTGCN = ("lightgcn-full", "LightGCN (full size, D=128)")
 FITTED_L2_FACTORS = (0.1, 0.01)  # above the tuning budget, fitted models also try the tuned L2 times these
+L2_SUFFIX = "-l2="  # a fitted run at another L2 than its tuned one: f"{method}-{budget}{L2_SUFFIX}{l2}"
 LABELS = {**{name: variant[0] for name, variant in PEEL_VARIANTS.items()}, FULL_LIGHTGCN[0]: FULL_LIGHTGCN[1]}
 
 
@@ -78,15 +79,15 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> di
             name = FULL_LIGHTGCN[0] if budget is full else f"{method}-{budget.label}"
             runs[name] = (method, budget, tuned)
             if budget is not full and budget.label != f"{TUNING_BUDGET}-eq":
-                for factor in FITTED_L2_FACTORS:
-                    runs[f"{name}-l2={l2 * factor:g}"] = (method, budget, [*tuned, f"pretrain.l2={l2 * factor:g}"])
+                for smaller in (f"{l2 * factor:g}" for factor in FITTED_L2_FACTORS):
+                    runs[f"{name}{L2_SUFFIX}{smaller}"] = (method, budget, [*tuned, f"pretrain.l2={smaller}"])
     return runs
 
 
-def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget],
-              fitted: tuple[str, ...] = tuple(FIXED_METHODS), only: set[str] | None = None,
-              threads: int = 0) -> dict[str, Path]:
-    """Every run of the comparison (or those named in ``only``), trained if missing; name -> run directory."""
+def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str, Budget, list[str]]],
+              only: set[str] | None = None, threads: int = 0) -> dict[str, Path]:
+    """Every run of the comparison, PEEL's and the ``fitted`` ones (:func:`fitted_runs`), or those named in
+    ``only``, trained if missing; name -> run directory."""
     extra = [f"threads={threads}"] if threads else []
     paths: dict[str, Path] = {}
     for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
@@ -101,7 +102,7 @@ def train_all(data: Any, data_path: str, runs: Path, budgets: list[Budget],
             METHODS["peel"].fit(data, out, config_from_sources(preset=preset, overrides=overrides + extra),
                                 data_path=data_path, resume=layout.config.exists(), progress=False,
                                 stage_a_from=stage_a and runs / stage_a)
-    for name, (method, budget, overrides) in fitted_runs(data, budgets, fitted).items():
+    for name, (method, budget, overrides) in fitted.items():
         out = runs / name
         paths[name] = out
         if (only is None or name in only) and not RunLayout(out).embeddings.exists():
@@ -122,16 +123,17 @@ def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> li
         [(name, paths[trained], label, overrides) for name, (label, trained, overrides) in DEVICE_VARIANTS.items()]
     for name, path, label, overrides in scored:
         model = load_run(path, overrides=overrides)
-        label = label or LABELS.get(name, model.label + (f", L2 {name.split('-l2=')[1]}" if "-l2=" in name else ""))
+        family, _, l2 = name.partition(L2_SUFFIX)
+        label = label or LABELS.get(name, model.label + (f", L2 {l2}" if l2 else ""))
         print(f"evaluating {label}", flush=True)
         valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
         for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label):
-            row.update(run=name, train_seconds=seconds_of(path), valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
+            row.update(run=name, family=family, train_seconds=seconds_of(path),
+                       valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
             rows.append(row)
     for row in rows:  # the fitted yardstick of a budget: per method, its run with the best validation NDCG@50
-        family = [r for r in rows if not r["elastic"] and r["budget"] == row["budget"]
-                  and r["run"].split("-l2=")[0] == row["run"].split("-l2=")[0]]
-        row["chosen"] = row["elastic"] or row["run"] == max(family, key=lambda r: r["valid_ndcg50"] or -1)["run"]
+        rivals = [r for r in rows if not r["elastic"] and r["budget"] == row["budget"] and r["family"] == row["family"]]
+        row["chosen"] = row["elastic"] or row["run"] == max(rivals, key=lambda r: r["valid_ndcg50"] or -1)["run"]
     return rows
 
 
@@ -241,10 +243,11 @@ def main() -> None:
     data = load(args.data)
     budgets = budgets_for(data, args.reference)
     only = set(args.only.split(",")) if args.only is not None else None
-    known = [*PEEL_VARIANTS, *fitted_runs(data, budgets, fitted)]
+    fitted_plan = fitted_runs(data, budgets, fitted)
+    known = [*PEEL_VARIANTS, *fitted_plan]
     if only is not None and (unknown := only - set(known)):
         parser.error(f"--only: unknown run(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
-    paths = train_all(data, args.data, args.runs, budgets, fitted, only, args.threads)
+    paths = train_all(data, args.data, args.runs, fitted_plan, only, args.threads)
     if only is not None:
         return
     rows = evaluate_all(data, paths, budgets)

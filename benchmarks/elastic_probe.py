@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from peel.bench import RESULTS_DIR, command_line, write_result
+from peel.bench import RESULTS_DIR, command_line, timestamp, write_result
 from peel.budget import full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig
@@ -65,7 +64,7 @@ def probe(data: Any, data_path: str, runs: Path, text: str, recipe: list[str], r
             "valid": {r["budget"]: {"ndcg@50": r.get("ndcg@50"), "recall@50": r.get("recall@50")} for r in rows},
             "seconds": layout.read_summary().get("seconds", {}),
             "pretrain_epochs": pretrain.get("epochs_run"), "pretrain_best_epoch": pretrain.get("best_epoch"),
-            "command": command_line(), "date": datetime.now().isoformat(timespec="seconds")}
+            "command": command_line(), "date": timestamp()}
 
 
 def markdown(payload: dict[str, Any]) -> str:

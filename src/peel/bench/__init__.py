@@ -44,6 +44,11 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def timestamp() -> str:
+    """Now, to the second, as result files record it."""
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
 
@@ -51,7 +56,7 @@ def command_line() -> str:
 def write_result(name: str, payload: dict[str, Any], table: str, *, results_dir: Path | None = None) -> Path:
     """Write ``<name>.json`` and ``<name>.md`` with the command, machine and date."""
     results_dir = results_dir or RESULTS_DIR
-    meta = {"command": command_line(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
+    meta = {"command": command_line(), "date": timestamp(),
             "machine": machine_info()}
     write_json_atomic(results_dir / f"{name}.json", {**meta, **payload})
     machine = meta["machine"]
