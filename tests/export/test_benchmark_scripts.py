@@ -129,7 +129,7 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     assert tests[0]["difference"] < 0 and tests[0]["p_value"] < 0.01
 
 
-def test_compare_fits_each_budget_at_the_tuned_l2_and_below_it_above_the_tuning_budget() -> None:
+def test_compare_fits_each_budget_at_the_tuned_l2_and_a_tenth_and_a_hundredth_of_it() -> None:
     from types import SimpleNamespace
 
     compare = _script("compare")
@@ -139,7 +139,8 @@ def test_compare_fits_each_budget_at_the_tuned_l2_and_below_it_above_the_tuning_
     assert "pretrain.l2=0.01" in tuned  # benchmarks/results/tuning_amazon-book-sub.json's LightGCN winner
     assert sorted(runs) == ["lightgcn-10MB-eq", "lightgcn-10MB-eq-l2=0.0001", "lightgcn-10MB-eq-l2=0.001",
                             "lightgcn-25MB-eq", "lightgcn-25MB-eq-l2=0.0001", "lightgcn-25MB-eq-l2=0.001",
-                            "lightgcn-5MB-eq", "lightgcn-full"]
+                            "lightgcn-5MB-eq", "lightgcn-5MB-eq-l2=0.0001", "lightgcn-5MB-eq-l2=0.001",
+                            "lightgcn-full"]
     assert runs["lightgcn-25MB-eq-l2=0.001"][2] == [*tuned, "pretrain.l2=0.001"]  # the later override wins
     assert runs["lightgcn-25MB-eq"][1].label == "25MB-eq" and runs["lightgcn-full"][1].label == "full"
 
