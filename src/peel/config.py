@@ -99,7 +99,7 @@ class PretrainConfig:
         Chosen on validation (benchmarks/results/defaults_*.md): a batch of about n_train / 8 (a power
         of two in [1024, 65536]: about eight full-graph steps per epoch, so a small dataset still gets
         several steps and a large one few, cheap ones); Adam's learning rate scaled with the square root
-        of the batch from 2e-2 at 65536 (amazon-book-sub's measured best); one validation every
+        of the batch from ``lr_at_65536`` at a batch of 65536; one validation every
         ceil(n_train / 150,000) epochs (a validation pass on the capped user sample costs about the same
         on any dataset, while an epoch grows with n_train); patience of about 20 epochs (with 10, a
         nested stage a and the fitted models of 27-68 dims stopped early in a climb that went on).

@@ -116,7 +116,7 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     def row(run, method, valid, shift):
         ndcg = np.clip(rng.uniform(0, 0.2, 50) + shift, 0, 1)
         return {"run": run, "method": method, "budget": "5MB-eq", "valid_ndcg50": valid,
-                "elastic": run == "peel-defaults", "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}}
+                "elastic": run.startswith("peel-"), "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}}
 
     rows = [row("peel-defaults", "PEEL (defaults)", 0.02, 0.0), row("lightgcn-5MB-eq", "LightGCN fitted", 0.03, 0.05),
             row("lightgcn-5MB-eq-l2=0.001", "LightGCN fitted, L2 0.001", 0.035, 0.1),
@@ -127,6 +127,16 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     assert [t["b"] for t in tests] == ["LightGCN fitted, L2 0.001"] * 2
     assert [t["metric"] for t in tests] == ["ndcg@50", "recall@50"]
     assert tests[0]["difference"] < 0 and tests[0]["p_value"] < 0.01
+    # PEEL tuned: the PEEL run better on mean validation NDCG@50 (one choice for every budget) is also paired
+    budgets = [Budget(100, "5MB-eq"), Budget(200, "10MB-eq")]
+    rows = [{**r, "budget": b.label} for r in rows for b in budgets]
+    other = [{**row("peel-l2fp-1e-4", "PEEL (L2 1e-4)", valid, 0.3), "budget": b.label}
+             for b, valid in zip(budgets, (0.019, 0.023), strict=True)]  # mean 0.021 > the defaults' 0.02
+    assert compare.tuned_peel(rows + other) == "peel-l2fp-1e-4"
+    assert compare.tuned_peel(rows + [{**r, "valid_ndcg50": 0.0} for r in other]) == "peel-defaults"
+    tests = compare.paired_rows(rows + other, budgets)
+    assert [t["a"] for t in tests] == ["PEEL (defaults)"] * 4 + ["PEEL (L2 1e-4)"] * 4
+    assert tests[-2]["difference"] > 0  # shifted up by 0.3 against the yardstick's 0.1
 
 
 def test_compare_fits_each_budget_at_the_tuned_l2_and_a_tenth_and_a_hundredth_of_it() -> None:
