@@ -90,12 +90,14 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> di
 
 
 def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str, Budget, list[str]]],
-              only: set[str] | None = None, threads: int = 0) -> dict[str, Path]:
+              only: set[str] | None = None, threads: int = 0, skip: frozenset[str] = frozenset()) -> dict[str, Path]:
     """Every run of the comparison, PEEL's and the ``fitted`` ones (:func:`fitted_runs`), or those named in
-    ``only``, trained if missing; name -> run directory."""
+    ``only``, trained if missing, except those in ``skip``; name -> run directory."""
     extra = [f"threads={threads}"] if threads else []
     paths: dict[str, Path] = {}
     for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
+        if name in skip:
+            continue
         out, layout = runs / name, RunLayout(runs / name)
         paths[name] = out
         if only is not None and name not in only:
@@ -108,6 +110,8 @@ def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str
                                 data_path=data_path, resume=layout.config.exists(), progress=False,
                                 stage_a_from=stage_a and runs / stage_a)
     for name, (method, budget, overrides) in fitted.items():
+        if name in skip:
+            continue
         out = runs / name
         paths[name] = out
         if (only is None or name in only) and not RunLayout(out).embeddings.exists():
@@ -125,7 +129,8 @@ def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> li
     """Test rows with per-user NDCG@50 (for the paired tests) and validation NDCG@50 (for choices)."""
     rows = []
     scored = [(name, path, None, []) for name, path in paths.items()] + \
-        [(name, paths[trained], label, overrides) for name, (label, trained, overrides) in DEVICE_VARIANTS.items()]
+        [(name, paths[trained], label, overrides) for name, (label, trained, overrides) in DEVICE_VARIANTS.items()
+         if trained in paths]
     for name, path, label, overrides in scored:
         model = load_run(path, overrides=overrides)
         family, _, l2 = name.partition(L2_SUFFIX)
@@ -226,6 +231,8 @@ def markdown(payload: dict[str, Any]) -> str:
         wins = [t["budget"] for t in ndcg if t["difference"] > 0 and t["p_value"] < 0.05]
         lines += ["", f"**Where {label} loses** (NDCG@50, significant at 5%): {', '.join(losses) or 'nowhere'}; "
                   f"where it wins: {', '.join(wins) or 'nowhere'}."]
+    if payload.get("not_run"):
+        lines += ["", f"**Not run** (`--skip`): {', '.join(payload['not_run'])}."]
     lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)"]
     for label in dict.fromkeys(t["a"] for t in payload["paired"]):
         lines += ["", f"Curve of {label}: " + ", ".join(f"{r['bytes_used'] / 1e6:.2f} MB → {r['ndcg@50']:.4f}"
@@ -246,6 +253,9 @@ def main() -> None:
                         help="train only these runs (comma-separated names, e.g. peel-paper,lightgcn-5MB-eq) and stop: "
                              "start several such processes to train in parallel, then rerun without --only")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per training (0: torch's default)")
+    parser.add_argument("--skip", default="",
+                        help="runs to leave out (comma-separated names; listed as not run in the results), e.g. "
+                             "lightgcn-full when there is no time to train it")
     args = parser.parse_args()
     fitted = tuple(m for m in args.fitted.split(",") if m)
     if unknown := set(fitted) - set(FIXED_METHODS):
@@ -268,16 +278,22 @@ def main() -> None:
     known = [*PEEL_VARIANTS, *fitted_plan]
     if only is not None and (unknown := only - set(known)):
         parser.error(f"--only: unknown run(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
-    paths = train_all(data, args.data, args.runs, fitted_plan, only, args.threads)
+    skip = frozenset(n for n in args.skip.split(",") if n)
+    if unknown := skip - set(known):
+        parser.error(f"--skip: unknown run(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    if "peel-defaults" in skip:
+        parser.error("--skip: peel-defaults is what the comparison is about")
+    paths = train_all(data, args.data, args.runs, fitted_plan, only, args.threads, skip)
     if only is not None:
         return
     rows = evaluate_all(data, paths, budgets)
     paired = paired_rows(rows, budgets)
     tuned = tuned_peel(rows)
-    curves = [point for name, (label, *_) in PEEL_VARIANTS.items() for point in curve(data, paths[name], label)]
+    curves = [point for name, (label, *_) in PEEL_VARIANTS.items() if name in paths
+              for point in curve(data, paths[name], label)]
     table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
     payload = {"dataset": data.name, "budgets": [str(b) for b in budgets], "rows": table, "paired": paired,
-               "peel_tuned": tuned,
+               "peel_tuned": tuned, "not_run": sorted(skip),
                "curves": curves, "popularity": evaluate(PopularityScorer(data), data, split="test", ks=KS)}
     plot(payload)
     write_result(f"compare_{data.name}", payload, markdown(payload))
