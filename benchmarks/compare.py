@@ -46,10 +46,11 @@ PEEL_VARIANTS: dict[str, tuple[str, str | None, list[str], str | None]] = {
     "peel-defaults": ("PEEL (defaults)", None, [], None),
     # the full-prefix L2 each dataset prefers on validation differs (elastic_probe_*.md): both are shown, and
     # PEEL's tuned row is the one of PEEL_TUNED best on mean validation NDCG@50 (one model for every budget)
-    "peel-l2fp-1e-4": ("PEEL (defaults, full-prefix L2 1e-4)", None, ["pretrain.l2_full_prefix=0.0001"], None),
+    "peel-l2fp-1e-3": ("PEEL (defaults, full-prefix L2 1e-3)", None, ["pretrain.l2_full_prefix=0.001"], None),
     "peel-paper": ("PEEL (paper preset)", "paper", [], None),
-    # the stage-b ablation of the defaults: their stage a with the paper's trained stage b (controller)
-    "peel-stage-b": ("PEEL (defaults + trained stage b)", None, ["finetune.importance=controller"], "peel-defaults"),
+    # the stage-b ablation of the elastic stage a: its density order against the paper's trained stage b
+    "peel-stage-b": ("PEEL (full-prefix L2 1e-3 + trained stage b)", None,
+                     ["pretrain.l2_full_prefix=0.001", "finetune.importance=controller"], "peel-l2fp-1e-3"),
 }
 # name -> (label, trained variant, device overrides): a trained model scored on the device another way, e.g.
 # the stage-b ablation (stage-a blocks and user vectors instead of the fine-tuned ones); no training
@@ -57,7 +58,7 @@ DEVICE_VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "peel-paper-stage-a": ("PEEL (paper preset, device on stage-a blocks)", "peel-paper",
                            ["device.blocks=pretrained", "device.user_vector=pretrained"]),
 }
-PEEL_TUNED = ("peel-defaults", "peel-l2fp-1e-4")  # PEEL's tuning: the one of these best on validation
+PEEL_TUNED = ("peel-defaults", "peel-l2fp-1e-3")  # PEEL's tuning: the one of these best on validation
 FULL_LIGHTGCN = ("lightgcn-full", "LightGCN (full size, D=128)")
 FITTED_L2_FACTORS = (0.1, 0.01)  # fitted models also try the tuned L2 times these, at every budget
 L2_SUFFIX = "-l2="  # a fitted run at another L2 than its tuned one: f"{method}-{budget}{L2_SUFFIX}{l2}"
