@@ -171,13 +171,14 @@ def tuned_peel(rows: list[dict[str, Any]]) -> str:
 def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[str, Any]]:
     """Per budget: PEEL (defaults), and PEEL tuned if another run, against the fitted model with the best
     validation NDCG@50."""
+    yardstick = {budget.label: max((r for r in rows if r["budget"] == budget.label and not r["elastic"]
+                                    and r["run"] != FULL_LIGHTGCN[0]), key=lambda r: r["valid_ndcg50"])
+                 for budget in budgets}
     out = []
     for name in dict.fromkeys(["peel-defaults", tuned_peel(rows)]):
         for budget in budgets:
             peel = next(r for r in rows if r["run"] == name and r["budget"] == budget.label)
-            fitted = [r for r in rows
-                      if r["budget"] == budget.label and not r["elastic"] and r["run"] != FULL_LIGHTGCN[0]]
-            best = max(fitted, key=lambda r: r["valid_ndcg50"])
+            best = yardstick[budget.label]
             for metric in ("ndcg@50", "recall@50"):
                 test = paired_test(peel["per_user"], best["per_user"], metric)
                 out.append({"budget": budget.label, "a": peel["method"], "b": best["method"], **test})
@@ -225,7 +226,8 @@ def markdown(payload: dict[str, Any]) -> str:
     for t in payload["paired"]:
         lines.append(f"| {t['budget']} | {t['a']} | {t['b']} | {t['metric']} | {t['mean_a']:.5f} | {t['mean_b']:.5f} | "
                      f"{t['relative']:+.1%} | {t['wins']} / {t['losses']} / {t['ties']} | {t['p_value']:.2g} |")
-    for label in dict.fromkeys(t["a"] for t in payload["paired"]):
+    paired_peels = list(dict.fromkeys(t["a"] for t in payload["paired"]))
+    for label in paired_peels:
         ndcg = [t for t in payload["paired"] if t["a"] == label and t["metric"] == "ndcg@50"]
         losses = [f"{t['budget']} ({t['relative']:+.0%}, p = {t['p_value']:.1g})" for t in ndcg
                   if t["difference"] < 0 and t["p_value"] < 0.05]
@@ -235,7 +237,7 @@ def markdown(payload: dict[str, Any]) -> str:
     if payload.get("not_run"):
         lines += ["", f"**Not run** (`--skip`): {', '.join(payload['not_run'])}."]
     lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)"]
-    for label in dict.fromkeys(t["a"] for t in payload["paired"]):
+    for label in paired_peels:
         lines += ["", f"Curve of {label}: " + ", ".join(f"{r['bytes_used'] / 1e6:.2f} MB → {r['ndcg@50']:.4f}"
                                                        for r in payload["curves"] if r["method"] == label
                                                        and "error" not in r)]
