@@ -49,6 +49,13 @@ class PretrainConfig:
     # differ here: on validation amazon-book-sub prefers 1e-4, yelp2018-sub 1e-3 (elastic_probe_*.md);
     # 1e-4 is the default because its worst budget against the fitted LightGCN is the better of the two.
     l2_full_prefix: float = 1e-4
+    # With nested blocks: other full-prefix L2 values raced against l2_full_prefix on validation ("" = off,
+    # e.g. "1e-3"). Each candidate trains race_epochs epochs from the same seed; the one with the best
+    # validation score so far then trains on, so the run is exactly a run at that value, and every other
+    # candidate costs race_epochs epochs. At 90 epochs the mean validation Recall@50 already ranks 1e-4 and
+    # 1e-3 the way the whole runs do on both benchmark datasets (benchmarks/results/compare_*.md).
+    l2_full_prefix_race: str = ""
+    race_epochs: int = 90
     # Diversity regularizer weight (methods.md §2 says 1e-3, "chosen on validation from {0, 1e-4, 1e-3, 1e-2}").
     # Validation on amazon-book-sub picks 0 at every budget (benchmarks/results/pipeline_amazon-book-sub.md),
     # so the regularizer is off by default; set 1e-3 for the paper's PEEL.
@@ -84,6 +91,21 @@ class PretrainConfig:
                               f"got {self.nested!r}")
         return counts
 
+    def race_candidates(self, n_blocks: int) -> tuple[float, ...]:
+        """The full-prefix L2 values raced (``l2_full_prefix`` first); () when there is no race."""
+        if not self.nested_blocks(n_blocks) or not self.l2_full_prefix_race.strip():
+            return ()
+        try:
+            others = [float(p) for p in self.l2_full_prefix_race.split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(f"pretrain.l2_full_prefix_race must be comma-separated L2 values such as 1e-3, "
+                              f"got {self.l2_full_prefix_race!r}") from None
+        if any(not math.isfinite(v) or v < 0 for v in others):
+            raise ConfigError(f"pretrain.l2_full_prefix_race values must be finite and >= 0, "
+                              f"got {self.l2_full_prefix_race!r}")
+        candidates = tuple(dict.fromkeys([self.l2_full_prefix, *others]))
+        return candidates if len(candidates) > 1 else ()
+
     def nested_l2(self, n_blocks: int) -> tuple[float, ...]:
         """The L2 weight of every nested prefix (see ``l2_full_prefix``); () when nesting is off."""
         counts = self.nested_blocks(n_blocks)
@@ -103,13 +125,14 @@ class PretrainConfig:
         several steps and a large one few, cheap ones); Adam's learning rate scaled with the square root
         of the batch from ``lr_at_65536`` at a batch of 65536; one validation every
         ceil(n_train / 150,000) epochs (a validation pass on the capped user sample costs about the same
-        on any dataset, while an epoch grows with n_train); patience of about 20 epochs (with 10, a
-        nested stage a and the fitted models of 27-68 dims stopped early in a climb that went on).
+        on any dataset, while an epoch grows with n_train); patience of about 50 epochs (validation Recall@50
+        climbs slowly with plateaus of 20-25 epochs: with 20, the fitted LightGCN on yelp2018-sub stopped at
+        epoch 200 at 0.0956 where it reached 0.0995 by the 300-epoch cap, benchmarks/results/compare_*.md).
         """
         batch = self.batch_size or int(2 ** min(16, max(10, round(math.log2(max(n_train, 1) / 8)))))
         lr = self.lr or round(self.lr_at_65536 * math.sqrt(batch / 65536), 6)
         eval_every = self.eval_every or min(5, max(1, math.ceil(n_train / 150_000)))
-        patience = self.patience or math.ceil(20 / eval_every)
+        patience = self.patience or math.ceil(50 / eval_every)
         return dataclasses.replace(self, batch_size=batch, lr=lr, eval_every=eval_every, patience=patience)
 
 
@@ -253,6 +276,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # a list-valued key given one number: pretrain.nested=4, l2_full_prefix_race=1e-3
     if hint in (int, float, str, bool) and (type(value) is not hint):
         raise ConfigError(f"config {key} must be {hint.__name__}, got {value!r}")
     return value
@@ -292,11 +317,13 @@ def validate(config: PeelConfig) -> None:
         "finetune.controller_hidden": config.finetune.controller_hidden,
         "finetune.density_decay": config.finetune.density_decay,
         "pretrain.lr_patience": config.pretrain.lr_patience, "pretrain.lr_at_65536": config.pretrain.lr_at_65536,
+        "pretrain.race_epochs": config.pretrain.race_epochs,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config {key} must be positive, got {value}")
     config.pretrain.nested_blocks(config.model.n_blocks)  # refuses a malformed list before anything runs
+    config.pretrain.race_candidates(config.model.n_blocks)
     if config.model.embedding_dim and config.model.embedding_dim != config.model.dim:
         raise ConfigError(f"model.embedding_dim = {config.model.embedding_dim} must equal n_blocks * block_dim = "
                           f"{config.model.n_blocks} * {config.model.block_dim} = {config.model.dim}")

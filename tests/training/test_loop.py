@@ -63,3 +63,13 @@ def test_bad_lr_decay_is_refused(tmp_path) -> None:
         validate(PeelConfig().with_overrides(["pretrain.lr_decay=1.5"]))
     with pytest.raises(ValueError, match="lr_decay"):
         _fit(tmp_path, [1.0], max_epochs=1, patience=1, lr_decay=0.0)
+
+
+def test_a_resumed_run_that_had_stopped_early_trains_no_further(tmp_path) -> None:
+    stopped, _, model = _fit(tmp_path, [0.5, 0.4, 0.4], max_epochs=10, patience=2)
+    assert stopped.stopped_early and stopped.epochs_run == 3
+    weights = model.weight.detach().clone()
+    # a larger epoch cap on resume (as a raced stage a's winner gets) must not revive it
+    again, _, model = _fit(tmp_path, [], max_epochs=20, patience=2, resume=True)
+    assert again.stopped_early and again.epochs_run == 3 and len(again.history) == 3
+    assert torch.equal(model.weight, weights)  # the best epoch's weights, restored

@@ -87,13 +87,13 @@ def fit(
         state = _load_checkpoint(checkpoint, model, optimizer, extra_state)
         log.info("%s: resumed after epoch %d", desc, state["epoch"])
     start_time = time.perf_counter()
-    epochs = range(state["epoch"] + 1, max_epochs + 1)
+    stopped_early = validate is not None and state["bad"] >= patience  # a run that had stopped stays stopped
+    epochs = range(state["epoch"] + 1, max_epochs + 1) if not stopped_early else range(0)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_epochs, initial=state["epoch"], desc=desc, unit="epoch", leave=False)
-    stopped_early = False
     for epoch in epochs:
         t0 = time.perf_counter()
         model.train()

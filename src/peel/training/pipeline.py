@@ -113,7 +113,9 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
         result.save(embeddings)
         write_json_atomic(layout.pretrain_result, {
             "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
-            "epochs_run": result.loop.epochs_run, "seconds": result.loop.seconds, "history": result.loop.history})
+            "epochs_run": result.loop.epochs_run, "seconds": result.loop.seconds, "history": result.loop.history,
+            **({"l2_full_prefix": result.l2_full_prefix, "race": {f"{v:g}": score for v, score in result.race.items()}}
+               if result.race else {})})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
         timings["pretrain"] = time.perf_counter() - t0
         _write_summary(out, timings, groups=[])  # each finished stage's time survives a later kill

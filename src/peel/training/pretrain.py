@@ -6,7 +6,11 @@ Early stopping on validation Recall@50 (optionally on a fixed sample of validati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +24,18 @@ from peel.models.lightgcn import LightGCN
 from peel.training.loop import LoopResult, fit
 from peel.training.sampling import TripleSampler
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PretrainResult:
     user_vectors: np.ndarray  # (users, D) final (propagated, combined) user embeddings
     item_vectors: np.ndarray  # (items, D) final item embeddings: the table stage b refines
     loop: LoopResult
+    # with a race (PretrainConfig.l2_full_prefix_race): the full-prefix L2 that won, and every candidate's
+    # best validation score within the race
+    l2_full_prefix: float | None = None
+    race: dict[float, float] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         from peel._io import atomic_path
@@ -47,7 +57,50 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
     ``allocations``: (item group of every item, (budgets, G_v) leading blocks kept per item group) for
     ``config.allocation_budgets``; each triple is then also scored as a device at one of those budgets.
     With nested blocks, early stopping follows the mean validation Recall@50 of the smallest, middle and
-    full nested prefix."""
+    full nested prefix. With ``config.l2_full_prefix_race``, the full-prefix L2 is raced first (:func:`_race`).
+    """
+    candidates = config.race_candidates(model_config.n_blocks)
+    kwargs = dict(data=data, model_config=model_config, seed=seed, progress=progress, allocations=allocations)
+    if not candidates:
+        return _pretrain_once(config=config, checkpoint=checkpoint, resume=resume, **kwargs)
+    if checkpoint is not None:
+        return _race(config, candidates, checkpoint, resume, kwargs)
+    with tempfile.TemporaryDirectory(prefix="peel-race-") as tmp:
+        return _race(config, candidates, Path(tmp) / "checkpoint.pt", False, kwargs)
+
+
+def _race(config: PretrainConfig, candidates: tuple[float, ...], checkpoint: Path, resume: bool,
+          kwargs: dict) -> PretrainResult:
+    """Train every full-prefix L2 candidate for ``race_epochs`` (rounded up to a validation epoch, so the
+    winner's validations fall where an unraced run's do), then train the one with the best validation
+    score on from its own checkpoint: the result is that of a run at the winning value. Each candidate
+    checkpoints beside ``checkpoint``, so a killed race resumes where it stopped."""
+    resolved = config.resolved(kwargs["data"].count("train"))
+    end = min(resolved.max_epochs, math.ceil(config.race_epochs / resolved.eval_every) * resolved.eval_every)
+    scores: dict[float, float] = {}
+    for value in candidates:
+        heat = dataclasses.replace(config, l2_full_prefix=value, max_epochs=end)
+        result = _pretrain_once(config=heat, checkpoint=_race_checkpoint(checkpoint, value), resume=resume,
+                                **kwargs)
+        # the winner's checkpoint may hold epochs past the race (a resumed run): score the race's epochs only
+        scores[value] = max((h["score"] for h in result.loop.history if "score" in h and h["epoch"] <= end),
+                            default=math.nan)
+        log.info("pretrain race: full-prefix L2 %g, best validation score %.5f by epoch %d", value,
+                 scores[value], result.loop.epochs_run)
+    winner = max(candidates, key=lambda v: (not math.isnan(scores[v]), scores[v]))  # first of equals
+    log.info("pretrain race: full-prefix L2 %g trains on", winner)
+    final = _pretrain_once(config=dataclasses.replace(config, l2_full_prefix=winner),
+                           checkpoint=_race_checkpoint(checkpoint, winner), resume=True, **kwargs)
+    return dataclasses.replace(final, l2_full_prefix=winner, race=scores)
+
+
+def _race_checkpoint(checkpoint: Path, value: float) -> Path:
+    return checkpoint.with_name(f"{checkpoint.stem}-l2fp-{value:g}{checkpoint.suffix}")
+
+
+def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
+                   checkpoint: Path | None, resume: bool, progress: bool,
+                   allocations: tuple[np.ndarray, np.ndarray] | None) -> PretrainResult:
     config = config.resolved(data.count("train"))
     torch.manual_seed(seed)
     train = data.csr("train")
