@@ -86,7 +86,7 @@ def _race(config: PretrainConfig, candidates: tuple[float, ...], checkpoint: Pat
         scores[value] = max((h["score"] for h in result.loop.history if "score" in h and h["epoch"] <= end),
                             default=math.nan)
         log.info("pretrain race: full-prefix L2 %g, best validation score %.5f by epoch %d", value,
-                 scores[value], result.loop.epochs_run)
+                 scores[value], min(result.loop.epochs_run, end))
     winner = max(candidates, key=lambda v: (not math.isnan(scores[v]), scores[v]))  # first of equals
     log.info("pretrain race: full-prefix L2 %g trains on", winner)
     final = _pretrain_once(config=dataclasses.replace(config, l2_full_prefix=winner),
