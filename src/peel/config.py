@@ -33,6 +33,14 @@ class ModelConfig:
         return self.n_blocks * self.block_dim
 
 
+def _comma_separated(text: str, convert: type, key: str, what: str) -> list[Any]:
+    """The values of a comma-separated config string, or a ConfigError naming ``key`` and what it expects."""
+    try:
+        return [convert(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"{key} must be comma-separated {what}, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     # 0 = auto (the default): derived from the number of training interactions by resolve_for_data, so
@@ -81,11 +89,8 @@ class PretrainConfig:
             return ()
         if self.nested.strip() == "auto":
             return tuple(sorted({2 ** i for i in range(n_blocks.bit_length()) if 2 ** i <= n_blocks} | {n_blocks}))
-        try:
-            counts = tuple(sorted({int(p) for p in self.nested.split(",") if p.strip()}))
-        except ValueError:
-            raise ConfigError(f"pretrain.nested must be comma-separated block counts such as 1,2,4,8,16, "
-                              f"got {self.nested!r}") from None
+        counts = tuple(sorted(set(_comma_separated(self.nested, int, "pretrain.nested",
+                                                   "block counts such as 1,2,4,8,16"))))
         if not counts or counts[0] < 1 or counts[-1] > n_blocks:
             raise ConfigError(f"pretrain.nested block counts must lie in [1, {n_blocks}] (model.n_blocks), "
                               f"got {self.nested!r}")
@@ -95,11 +100,8 @@ class PretrainConfig:
         """The full-prefix L2 values raced (``l2_full_prefix`` first); () when there is no race."""
         if not self.nested_blocks(n_blocks) or not self.l2_full_prefix_race.strip():
             return ()
-        try:
-            others = [float(p) for p in self.l2_full_prefix_race.split(",") if p.strip()]
-        except ValueError:
-            raise ConfigError(f"pretrain.l2_full_prefix_race must be comma-separated L2 values such as 1e-3, "
-                              f"got {self.l2_full_prefix_race!r}") from None
+        others = _comma_separated(self.l2_full_prefix_race, float, "pretrain.l2_full_prefix_race",
+                                  "L2 values such as 1e-3")
         if any(not math.isfinite(v) or v < 0 for v in others):
             raise ConfigError(f"pretrain.l2_full_prefix_race values must be finite and >= 0, "
                               f"got {self.l2_full_prefix_race!r}")
