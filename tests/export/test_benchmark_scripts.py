@@ -171,3 +171,34 @@ def test_elastic_probe_splits_a_variant_into_training_device_and_shared_stage_a(
         "d05=from:nested;pretrain.nested=1,2,4;finetune.density_decay=0.5;device.eq10_scale=none", tmp_path)
     assert (name, training, device, stage_a) == ("d05", ["pretrain.nested=1,2,4", "finetune.density_decay=0.5"],
                                                  ["device.eq10_scale=none"], tmp_path / "nested")
+
+
+def test_density_decay_probe_reorders_a_density_run_without_retraining(tiny_run, tiny_data) -> None:
+    from peel.budget import Budget, device_bytes
+    from peel.methods import load_run
+    from peel.units import unit_order
+
+    module = _script("density_decay")
+    run = load_run(tiny_run)
+    budget = Budget(device_bytes(tiny_data.n_items, run.run.config.model.dim) // 2, "half")
+    trained_decay = run.run.config.finetune.density_decay
+    expected = run.evaluate(tiny_data, [budget], split="valid", ks=(50,))[0]
+    rows = module.probe(tiny_data, tiny_run, [trained_decay, 0.01], [budget])
+    assert [r["decay"] for r in rows] == [trained_decay, 0.01]
+    # the trained decay rebuilds the stored order, so the same evaluation runs on the same units; 1e-12
+    # allows only for the weights' renormalization, which cannot change a rank-based metric
+    assert abs(rows[0]["valid"]["half"]["ndcg@50"] - expected["ndcg@50"]) < 1e-12
+
+    shares = [g.importance_weights[:, 0].copy() for g in run.run.groups]
+    module.reorder(run.run, shares, 0.01)
+    g_v = len(shares[0])
+    for decay, second_blocks in ((0.01, [1] * g_v), (1.0, None)):
+        module.reorder(run.run, shares, decay)
+        order = unit_order(run.run.groups[0].importance_weights)
+        # a tiny decay orders block-major: after every item group's first block, every second block
+        if second_blocks is not None:
+            assert order[g_v:2 * g_v, 1].tolist() == second_blocks
+        else:  # no decay: the most used item group's blocks all come right after the first blocks
+            top = int(np.argmax(shares[0]))
+            assert order[g_v:g_v + run.run.config.model.n_blocks - 1, 0].tolist() == \
+                [top] * (run.run.config.model.n_blocks - 1)
