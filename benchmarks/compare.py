@@ -43,17 +43,18 @@ KS = (20, 50)
 CURVE_POINTS = 14
 # name -> (label, preset, overrides, the variant whose stage a it reuses)
 PEEL_VARIANTS: dict[str, tuple[str, str | None, list[str], str | None]] = {
-    "peel-defaults": ("PEEL (defaults)", None, [], None),
-    # the full-prefix L2 each dataset prefers on validation differs (elastic_probe_*.md): both are shown, and
-    # PEEL's tuned row is the one of PEEL_TUNED best on mean validation NDCG@50 (one model for every budget)
-    "peel-l2fp-1e-3": ("PEEL (defaults, full-prefix L2 1e-3)", None, ["pretrain.l2_full_prefix=0.001"], None),
-    # the same choice made inside the pipeline: both values raced on validation for 90 epochs, the winner trains on
-    "peel-race": ("PEEL (defaults, full-prefix L2 raced: 1e-4 or 1e-3)", None,
-                  ["pretrain.l2_full_prefix_race=0.001"], None),
+    # the defaults race the full-prefix L2 1e-4 against 1e-3 on validation; each value alone is shown too, and
+    # PEEL tuned by hand is the one of PEEL_TUNED best on mean validation NDCG@50 (one model for every budget)
+    "peel-defaults": ("PEEL (defaults: full-prefix L2 raced, 1e-4 or 1e-3)", None, [], None),
+    "peel-l2fp-1e-4": ("PEEL (full-prefix L2 1e-4, no race)", None,
+                       ["pretrain.l2_full_prefix=0.0001", "pretrain.l2_full_prefix_race="], None),
+    "peel-l2fp-1e-3": ("PEEL (full-prefix L2 1e-3, no race)", None,
+                       ["pretrain.l2_full_prefix=0.001", "pretrain.l2_full_prefix_race="], None),
     "peel-paper": ("PEEL (paper preset)", "paper", [], None),
     # the stage-b ablation of the elastic stage a: its density order against the paper's trained stage b
     "peel-stage-b": ("PEEL (full-prefix L2 1e-3 + trained stage b)", None,
-                     ["pretrain.l2_full_prefix=0.001", "finetune.importance=controller"], "peel-l2fp-1e-3"),
+                     ["pretrain.l2_full_prefix=0.001", "pretrain.l2_full_prefix_race=",
+                      "finetune.importance=controller"], "peel-l2fp-1e-3"),
 }
 # name -> (label, trained variant, device overrides): a trained model scored on the device another way, e.g.
 # the stage-b ablation (stage-a blocks and user vectors instead of the fine-tuned ones); no training
@@ -61,8 +62,7 @@ DEVICE_VARIANTS: dict[str, tuple[str, str, list[str]]] = {
     "peel-paper-stage-a": ("PEEL (paper preset, device on stage-a blocks)", "peel-paper",
                            ["device.blocks=pretrained", "device.user_vector=pretrained"]),
 }
-PEEL_TUNED = ("peel-defaults", "peel-l2fp-1e-3")  # PEEL's tuning: the one of these best on validation
-PEEL_PAIRED = ("peel-defaults", "peel-race")  # paired against the yardstick when run, with PEEL tuned
+PEEL_TUNED = ("peel-l2fp-1e-4", "peel-l2fp-1e-3")  # PEEL tuned by hand: the one of these best on validation
 FULL_LIGHTGCN = ("lightgcn-full", "LightGCN (full size, D=128)")
 FITTED_L2_FACTORS = (0.1, 0.01)  # fitted models also try the tuned L2 times these, at every budget
 L2_SUFFIX = "-l2="  # a fitted run at another L2 than its tuned one: f"{method}-{budget}{L2_SUFFIX}{l2}"
@@ -164,23 +164,23 @@ def curve(data: Any, path: Path, label: str) -> list[dict[str, Any]]:
             for r in model.evaluate(data, budgets, split="test", ks=(50,), label=label)]
 
 
-def tuned_peel(rows: list[dict[str, Any]]) -> str:
-    """The run of PEEL_TUNED with the best mean validation NDCG@50 over the budgets: one choice per dataset,
-    since one elastic model serves every budget."""
+def tuned_peel(rows: list[dict[str, Any]]) -> str | None:
+    """The run of PEEL_TUNED with the best mean validation NDCG@50 over the budgets (one choice per dataset,
+    since one elastic model serves every budget); None when none of them ran."""
     def mean_valid(name: str) -> float:
         return float(np.mean([r["valid_ndcg50"] for r in rows if r["run"] == name]))
-    return max((name for name in PEEL_TUNED if any(r["run"] == name for r in rows)), key=mean_valid)
+    return max((name for name in PEEL_TUNED if any(r["run"] == name for r in rows)), key=mean_valid, default=None)
 
 
 def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[str, Any]]:
-    """Per budget: PEEL (defaults), its race if run, and PEEL tuned if another run, against the fitted model
-    with the best validation NDCG@50."""
+    """Per budget: PEEL (defaults), and PEEL tuned by hand if run, against the fitted model with the best
+    validation NDCG@50."""
     yardstick = {budget.label: max((r for r in rows if r["budget"] == budget.label and not r["elastic"]
                                     and r["run"] != FULL_LIGHTGCN[0]), key=lambda r: r["valid_ndcg50"])
                  for budget in budgets}
     out = []
     ran = {r["run"] for r in rows}
-    for name in dict.fromkeys([*(n for n in PEEL_PAIRED if n in ran), tuned_peel(rows)]):
+    for name in dict.fromkeys(n for n in ("peel-defaults", tuned_peel(rows)) if n in ran):
         for budget in budgets:
             peel = next(r for r in rows if r["run"] == name and r["budget"] == budget.label)
             best = yardstick[budget.label]
@@ -220,9 +220,9 @@ def markdown(payload: dict[str, Any]) -> str:
     p = payload["popularity"]
     lines.append("| popularity | - | - | - | - | " + " | ".join(
         f"{p[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
-    tuned = payload.get("peel_tuned", "peel-defaults")
+    tuned = payload.get("peel_tuned") or "peel-defaults"
     lines += ["", "### Paired per-user test: PEEL against the best fitted model of each budget", "",
-              f"PEEL (defaults), its race if run, and PEEL tuned: of {', '.join(LABELS[n] for n in PEEL_TUNED)}, "
+              f"PEEL (defaults), and PEEL tuned by hand: of {', '.join(LABELS[n] for n in PEEL_TUNED)}, "
               "the one with the "
               f"best mean validation NDCG@50 over the budgets (here {LABELS[tuned]}). Fitted model: the best by "
               "validation NDCG@50. Two-sided Wilcoxon signed-rank over test users (users where both score the same "

@@ -127,14 +127,17 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     assert [t["b"] for t in tests] == ["LightGCN fitted, L2 0.001"] * 2
     assert [t["metric"] for t in tests] == ["ndcg@50", "recall@50"]
     assert tests[0]["difference"] < 0 and tests[0]["p_value"] < 0.01
-    # PEEL tuned: the PEEL run better on mean validation NDCG@50 (one choice for every budget) is also paired
+    # PEEL tuned by hand: the run of PEEL_TUNED better on mean validation NDCG@50 (one choice for every
+    # budget) is also paired
+    assert compare.tuned_peel(rows) is None
     budgets = [Budget(100, "5MB-eq"), Budget(200, "10MB-eq")]
     rows = [{**r, "budget": b.label} for r in rows for b in budgets]
+    low = [{**row("peel-l2fp-1e-4", "PEEL (L2 1e-4)", 0.02, 0.0), "budget": b.label} for b in budgets]
     other = [{**row("peel-l2fp-1e-3", "PEEL (L2 1e-3)", valid, 0.3), "budget": b.label}
-             for b, valid in zip(budgets, (0.019, 0.023), strict=True)]  # mean 0.021 > the defaults' 0.02
-    assert compare.tuned_peel(rows + other) == "peel-l2fp-1e-3"
-    assert compare.tuned_peel(rows + [{**r, "valid_ndcg50": 0.0} for r in other]) == "peel-defaults"
-    tests = compare.paired_rows(rows + other, budgets)
+             for b, valid in zip(budgets, (0.019, 0.023), strict=True)]  # mean 0.021 > 1e-4's 0.02
+    assert compare.tuned_peel(rows + low + other) == "peel-l2fp-1e-3"
+    assert compare.tuned_peel(rows + low + [{**r, "valid_ndcg50": 0.0} for r in other]) == "peel-l2fp-1e-4"
+    tests = compare.paired_rows(rows + low + other, budgets)
     assert [t["a"] for t in tests] == ["PEEL (defaults)"] * 4 + ["PEEL (L2 1e-3)"] * 4
     assert tests[-2]["difference"] > 0  # shifted up by 0.3 against the yardstick's 0.1
 

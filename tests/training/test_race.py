@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from peel.config import ConfigError, PeelConfig, validate
+from peel.config import PRESETS, ConfigError, PeelConfig, validate
+from peel.methods.fixed import fitted_config
 from peel.training.pretrain import pretrain
 
 
@@ -49,7 +50,10 @@ def test_a_finished_race_resumes_without_training(tmp_path, small_data, small_co
 
 def test_race_candidates_and_their_checks():
     base = PeelConfig().pretrain
-    assert base.race_candidates(16) == ()  # off by default
+    assert base.race_candidates(16) == (1e-4, 1e-3)  # the default races the two benchmark datasets' choices
+    assert dataclasses.replace(base, l2_full_prefix_race="").race_candidates(16) == ()  # "" turns it off
+    for preset in (PeelConfig().with_overrides(PRESETS["paper"]), fitted_config(PeelConfig(), "lightgcn", 13)):
+        assert preset.pretrain.race_candidates(preset.model.n_blocks) == () and not preset.pretrain.l2_full_prefix_race
     raced = dataclasses.replace(base, l2_full_prefix_race="1e-3, 1e-4 ,1e-2")
     assert raced.race_candidates(16) == (1e-4, 1e-3, 1e-2)  # l2_full_prefix first, no repeats
     assert dataclasses.replace(raced, nested="").race_candidates(16) == ()  # no nesting, nothing to race

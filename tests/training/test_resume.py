@@ -15,7 +15,8 @@ class Killed(Exception):
 
 
 def test_killed_pretraining_resumes_to_identical_parameters(tmp_path, small_data, small_config, monkeypatch):
-    config = dataclasses.replace(small_config.pretrain, max_epochs=3, patience=10)
+    # one stage a, no race of the full-prefix L2 (a killed race resumes: tests/training/test_race.py)
+    config = dataclasses.replace(small_config.pretrain, max_epochs=3, patience=10, l2_full_prefix_race="")
     kwargs = dict(model_config=small_config.model, config=config, seed=small_config.seed)
     reference = pretrain(small_data, checkpoint=tmp_path / "a.pt", **kwargs)
 

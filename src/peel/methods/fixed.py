@@ -43,7 +43,8 @@ def fitted_config(config: PeelConfig, method: str, dim: int) -> PeelConfig:
     r = dataclasses.replace
     layers = config.model.layers if method == "lightgcn" else 0
     return r(config, model=r(config.model, n_blocks=1, block_dim=dim, layers=layers, embedding_dim=0),
-             pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0, l2_full_prefix=0.0))
+             pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0, l2_full_prefix=0.0,
+                        l2_full_prefix_race=""))
 
 
 class FixedSizeMethod(Method):

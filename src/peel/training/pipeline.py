@@ -52,7 +52,8 @@ def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
         return r(config, finetune=r(config.finetune, use_controller=False),
                  device=r(config.device, block_selection="random"))
     if name == "lightgcn":  # plain LightGCN: no regularizer, no nested prefixes
-        return r(config, pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0))
+        return r(config, pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0,
+                                                l2_full_prefix_race=""))
     raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
 
 
