@@ -17,6 +17,7 @@ from peel.evaluation import PopularityScorer, evaluate
 # Small enough for about a minute on 2 cores; the paper's defaults are PeelConfig().
 DEMO_OVERRIDES = [
     "pretrain.lr=5e-3", "pretrain.max_epochs=40", "pretrain.eval_every=5", "pretrain.patience=2",
+    "pretrain.race_epochs=20",  # the full-prefix L2 race, shortened like the rest
     "grouping.item_groups=10", "grouping.user_groups=4", "finetune.max_epochs=5",
 ]
 DEMO_BUDGETS = "10%,20%,40%,100%"
