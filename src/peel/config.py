@@ -417,3 +417,17 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
         base = base.with_overrides(PRESETS[preset])
     config = PeelConfig.from_toml(path, base=base) if path else base
     return config.with_overrides(overrides or [])
+
+
+def missing_keys(values: dict[str, Any]) -> list[str]:
+    """Dotted keys of today's config absent from ``values`` (a run's config.json written by an older peel):
+    loading fills them with today's defaults, which need not be what the run was trained with."""
+    def walk(defaults: dict[str, Any], given: dict[str, Any], prefix: str) -> list[str]:
+        out = []
+        for key, default in defaults.items():
+            if key not in given:
+                out.append(prefix + key)
+            elif isinstance(default, dict) and isinstance(given[key], dict):
+                out += walk(default, given[key], f"{prefix}{key}.")
+        return out
+    return walk(PeelConfig().to_dict(), values, "") if isinstance(values, dict) else []

@@ -58,12 +58,21 @@ def test_peel_beats_popularity_and_more_budget_helps(trained, small_data):
         run.scorer(Budget(minimum - 1))
 
 
-def test_existing_run_needs_resume_and_same_config(trained, small_data, small_config):
+def test_existing_run_needs_resume_and_same_config(trained, small_data, small_config, tmp_path):
     with pytest.raises(PeelError, match="--resume"):
         train(small_data, trained, small_config, progress=False)
     changed = small_config.with_overrides(["pretrain.lr=0.5"])
     with pytest.raises(PeelError, match="differs"):
         train(small_data, trained, changed, resume=True, progress=False)
+    # a config.json from before a key existed would load with today's default for it: refused, named
+    import shutil
+
+    old = shutil.copytree(trained, tmp_path / "old-run")
+    values = json.loads((old / "config.json").read_text())
+    del values["pretrain"]["l2_full_prefix_race"], values["finetune"]["density_decay"]
+    (old / "config.json").write_text(json.dumps(values))
+    with pytest.raises(PeelError, match=r"older peel and lacks pretrain\.l2_full_prefix_race, finetune\.density_decay"):
+        train(small_data, old, small_config, resume=True, progress=False)
     before = (trained / "finetune" / "group_0.npz").stat().st_mtime_ns
     recorded = json.loads((trained / "summary.json").read_text())["seconds"]
     train(small_data, trained, small_config, resume=True, progress=False)  # everything done: nothing reruns

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from peel._io import refuse_overlap, write_json_atomic
-from peel.config import PeelConfig, resolve_for_data, validate_for_data
+from peel.config import PeelConfig, missing_keys, resolve_for_data, validate_for_data
 from peel.data.interactions import Interactions
 from peel.data.source import data_difference, data_source
 from peel.errors import ConfigError, PeelError
@@ -248,6 +248,10 @@ def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], meth
         if recorded != method:
             raise PeelError(f"run directory {out} holds {_describe(recorded)}, not {_describe(method)}; "
                             "choose another --out")
+        if missing := missing_keys(layout.read_json(config_path)):
+            raise PeelError(f"{config_path} was written by an older peel and lacks {', '.join(missing)}; today's "
+                            "defaults for them may not be what the run was trained with: add them to that file "
+                            "with the values the run used, then resume")
         saved = PeelConfig.from_json(config_path)
         if _computed(saved) != _computed(config):
             raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config "
