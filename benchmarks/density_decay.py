@@ -18,13 +18,18 @@ from typing import Any
 import numpy as np
 
 from peel.bench import RESULTS_DIR, command_line, timestamp, write_result
-from peel.budget import Budget, full_table_bytes, parse_budgets
-from peel.budget import paper_equivalent as scale
+from peel.budget import Budget
 from peel.data import load
 from peel.methods import load_run
 from peel.training.allocation import density_weights
 
-BUDGETS = "5MB,10MB,25MB"
+try:
+    from compare import budgets_for
+except ImportError:  # run from another directory
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare import budgets_for
 
 
 def reorder(trained: Any, shares: list[np.ndarray], decay: float) -> None:
@@ -85,9 +90,7 @@ def main() -> None:
     data = load(args.data)
     path = RESULTS_DIR / f"density_decay_{data.name}.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    budgets = [scale(b, n_items=data.n_items, reference=args.reference or data.name)
-               for b in parse_budgets(BUDGETS, full_table_bytes=full_table_bytes(data.n_items, 128))]
-    rows = probe(data, args.run, decays, budgets)
+    rows = probe(data, args.run, decays, budgets_for(data, args.reference))
     kept = [r for r in previous.get("rows", []) if (r["run"], r["decay"]) not in {(n["run"], n["decay"]) for n in rows}]
     payload = {"dataset": data.name, "rows": kept + rows,
                "commands": list(dict.fromkeys([*previous.get("commands", []), command_line()]))}

@@ -21,22 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from peel.bench import RESULTS_DIR, command_line, timestamp, write_result
-from peel.budget import full_table_bytes, parse_budgets
-from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig
 from peel.data import load
 from peel.methods import METHODS, load_run
 from peel.run_layout import RunLayout
 
 try:
+    from compare import budgets_for
     from tuning import chosen_overrides
 except ImportError:  # run from another directory
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
+    from compare import budgets_for
     from tuning import chosen_overrides
-
-BUDGETS = "5MB,10MB,25MB"
 
 
 def parse_variant(text: str, runs: Path) -> tuple[str, list[str], list[str], Path | None]:
@@ -56,9 +54,7 @@ def probe(data: Any, data_path: str, runs: Path, text: str, recipe: list[str], r
         print(f"training {name}: {' '.join(recipe + training)}", flush=True)
         METHODS["peel"].fit(data, out, PeelConfig().with_overrides(recipe + training), data_path=data_path,
                             progress=False, resume=layout.config.exists(), stage_a_from=stage_a)
-    budgets = [scale(b, n_items=data.n_items, reference=reference)
-               for b in parse_budgets(BUDGETS, full_table_bytes=full_table_bytes(data.n_items, 128))]
-    rows = load_run(out, overrides=device).evaluate(data, budgets, split="valid", ks=(50,))
+    rows = load_run(out, overrides=device).evaluate(data, budgets_for(data, reference), split="valid", ks=(50,))
     pretrain = layout.read_json(layout.pretrain_result, missing={})
     return {"name": name, "overrides": recipe + training + device, "stage_a_from": stage_a and stage_a.name,
             "valid": {r["budget"]: {"ndcg@50": r.get("ndcg@50"), "recall@50": r.get("recall@50")} for r in rows},

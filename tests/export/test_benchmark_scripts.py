@@ -193,7 +193,6 @@ def test_density_decay_probe_reorders_a_density_run_without_retraining(tiny_run,
     assert abs(rows[0]["valid"]["half"]["ndcg@50"] - expected["ndcg@50"]) < 1e-12
 
     shares = [g.importance_weights[:, 0].copy() for g in run.run.groups]
-    module.reorder(run.run, shares, 0.01)
     g_v = len(shares[0])
     for decay, second_blocks in ((0.01, [1] * g_v), (1.0, None)):
         module.reorder(run.run, shares, decay)

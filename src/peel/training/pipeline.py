@@ -53,7 +53,7 @@ def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
                  device=r(config.device, block_selection="random"))
     if name == "lightgcn":  # plain LightGCN: no regularizer, no nested prefixes
         return r(config, pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0,
-                                                l2_full_prefix_race=""))
+                                    l2_full_prefix_race=""))
     raise ConfigError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
 
 
@@ -248,11 +248,12 @@ def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], meth
         if recorded != method:
             raise PeelError(f"run directory {out} holds {_describe(recorded)}, not {_describe(method)}; "
                             "choose another --out")
-        if missing := missing_keys(layout.read_json(config_path)):
+        values = layout.read_json(config_path)
+        if missing := missing_keys(values):
             raise PeelError(f"{config_path} was written by an older peel and lacks {', '.join(missing)}; today's "
                             "defaults for them may not be what the run was trained with: add them to that file "
                             "with the values the run used, then resume")
-        saved = PeelConfig.from_json(config_path)
+        saved = PeelConfig.from_dict(values)
         if _computed(saved) != _computed(config):
             raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config "
                             "(only executor and threads may change)")
