@@ -194,7 +194,7 @@ def train_command(
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
     stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: pretrain.")] = None,
     method: Annotated[str, typer.Option(help="peel (elastic, the default), or a baseline fitted to --budget: "
-                                             "lightgcn, pmf.")] = "peel",
+                                             "lightgcn, pmf, dlrm-ce.")] = "peel",
     budget: Annotated[str | None, typer.Option(help="The budget a fixed-size method is fitted to, e.g. 5MB-eq.")]
     = None,
     reference: Annotated[str | None, typer.Option(help="amazon-book or yelp2020, for an -eq budget (default: "

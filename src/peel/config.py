@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peel.device.composed import COMPOSITIONS, MAX_CODEWORDS, QR_OPS, Composition
 from peel.errors import ConfigError
 from peel.units import EQ10_READINGS, EQ10_SCALES
 
@@ -26,11 +27,30 @@ class ModelConfig:
     layers: int = 3             # LightGCN propagation layers (0 = matrix factorization)
     layer_combination: str = "mean"  # "mean" (LightGCN) or "last" (the paper's text)
     embedding_dim: int = 0      # D; 0 = n_blocks * block_dim, else it must equal that
+    # How item vectors are stored (the compositional baselines, methods.md): "full", one row per item;
+    # "quotient_remainder" (DLRM-CE) or "codebooks" (LightRec), which need layers = 0 and one block, since
+    # a device can only hold what it can compose (no propagated item table)
+    item_table: str = "full"
+    qr_op: str = "mult"         # quotient_remainder: how Q[j // m] and R[j mod m] combine (mult, add, concat)
+    # quotient_remainder: m, rows of R and items per row of Q (0 = ⌈√|V|⌉, the fewest rows in all); the
+    # tables then hold about |V|/m rows, so a budget buys about m times the dims of a full table
+    qr_buckets: int = 2
+    codebooks: int = 4          # codebooks: B
+    codewords: int = 256        # codebooks: W per codebook (codes of ⌈log2 W⌉ bits)
 
     @property
     def dim(self) -> int:
         """D = N * d."""
         return self.n_blocks * self.block_dim
+
+    def composition(self, n_items: int) -> Composition | None:
+        """The composed item table of ``n_items`` items (None: one row per item)."""
+        if self.item_table == "full":
+            return None
+        if self.item_table == "quotient_remainder":
+            buckets = self.qr_buckets or math.isqrt(max(n_items, 1) - 1) + 1  # ⌈√|V|⌉
+            return Composition(self.item_table, self.dim, op=self.qr_op, buckets=buckets)
+        return Composition(self.item_table, self.dim, codebooks=self.codebooks, codewords=self.codewords)
 
 
 def _comma_separated(text: str, convert: type, key: str, what: str) -> list[Any]:
@@ -297,6 +317,8 @@ _CHOICES = {
     ("finetune", "bilevel"): ("second_order", "first_order"),
     ("finetune", "scorer"): ("mlp", "dot"),
     ("finetune", "importance"): ("controller", "density"),
+    ("model", "item_table"): ("full", *COMPOSITIONS),
+    ("model", "qr_op"): QR_OPS,
     ("device", "eq10"): EQ10_READINGS,
     ("device", "eq10_scale"): EQ10_SCALES,
     ("device", "blocks"): ("transformed", "raw", "pretrained"),
@@ -344,6 +366,27 @@ def validate(config: PeelConfig) -> None:
             raise ConfigError(f"config {key} must be >= 0, got {value}")
     if not 0.0 < config.pretrain.lr_decay <= 1.0:
         raise ConfigError(f"config pretrain.lr_decay must be in (0, 1] (1 = no decay), got {config.pretrain.lr_decay}")
+    _check_item_table(config)
+
+
+def _check_item_table(config: PeelConfig) -> None:
+    m, p = config.model, config.pretrain
+    if m.qr_buckets < 0:
+        raise ConfigError(f"config model.qr_buckets must be >= 0 (0 = ⌈√|V|⌉), got {m.qr_buckets}")
+    if m.codebooks < 1 or not 2 <= m.codewords <= MAX_CODEWORDS:
+        raise ConfigError(f"config model.codebooks must be >= 1 and model.codewords in [2, {MAX_CODEWORDS}], "
+                          f"got {m.codebooks} and {m.codewords}")
+    if m.item_table == "full":
+        return
+    clashes = {"model.layers": m.layers, "model.n_blocks": m.n_blocks - 1, "pretrain.nested": p.nested,
+               "pretrain.lambda_div": p.lambda_div, "pretrain.allocation_budgets": p.allocation_budgets,
+               "pretrain.l2_full_prefix_race": p.l2_full_prefix_race}
+    if bad := [k for k, v in clashes.items() if v]:
+        raise ConfigError(f"model.item_table = {m.item_table} composes item vectors a device cannot propagate or "
+                          f"split into blocks: it needs model.layers = 0, model.n_blocks = 1, and no nesting, "
+                          f"diversity, allocation or race; {', '.join(bad)} clash")
+    if m.item_table == "quotient_remainder" and m.qr_op == "concat" and m.dim % 2:
+        raise ConfigError(f"model.qr_op = concat splits the {m.dim} dims between two tables: they must be even")
 
 
 def _check_finite_and_seed(config: PeelConfig) -> None:
@@ -419,9 +462,15 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
     return config.with_overrides(overrides or [])
 
 
+# Keys added after runs existed whose default is what every older run did (one row per item), so a
+# config.json without them is complete
+IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords")
+
+
 def missing_keys(values: dict[str, Any]) -> list[str]:
     """Dotted keys of today's config absent from ``values`` (a run's config.json written by an older peel):
-    loading fills them with today's defaults, which need not be what the run was trained with."""
+    loading fills them with today's defaults, which need not be what the run was trained with (keys in
+    :data:`IMPLIED_KEYS` excepted)."""
     def walk(defaults: dict[str, Any], given: dict[str, Any], prefix: str) -> list[str]:
         out = []
         for key, default in defaults.items():
@@ -430,4 +479,5 @@ def missing_keys(values: dict[str, Any]) -> list[str]:
             elif isinstance(default, dict) and isinstance(given[key], dict):
                 out += walk(default, given[key], f"{prefix}{key}.")
         return out
-    return walk(PeelConfig().to_dict(), values, "") if isinstance(values, dict) else []
+    missing = walk(PeelConfig().to_dict(), values, "") if isinstance(values, dict) else []
+    return [key for key in missing if key not in IMPLIED_KEYS]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peel.budget import Budget, device_bytes
+from peel.budget import Budget
 from peel.config import PeelConfig
 from peel.data.interactions import Interactions
 from peel.errors import PeelError
@@ -155,9 +155,8 @@ class RunLayout:
         return info
 
 
-def method_record(method: str, n_items: int, budget: Budget | None, dim: int) -> dict[str, Any]:
+def method_record(method: str, budget: Budget | None, dim: int, device_bytes: int) -> dict[str, Any]:
     """method.json of a fixed-size model (``budget`` None: full size): the method, the budget it was fitted
     to, its dimension and the bytes a device holds."""
     return {"method": method, "budget": None if budget is None else budget.label or str(budget.bytes),
-            "budget_bytes": None if budget is None else budget.bytes, "dim": dim,
-            "device_bytes": device_bytes(n_items, dim)}
+            "budget_bytes": None if budget is None else budget.bytes, "dim": dim, "device_bytes": device_bytes}

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from peel.budget import Budget
 from peel.cli import app
 from peel.config import PeelConfig
-from peel.errors import BudgetError, PeelError
+from peel.errors import BudgetError, ConfigError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
 from peel.methods import METHODS, device_bytes, fitted_dimension
 from peel.methods.report import evaluate_runs
@@ -25,6 +25,29 @@ def test_fitted_dimension_by_hand():
     assert fitted_dimension(10, Budget(440)) == 10
     with pytest.raises(BudgetError, match="smallest .* 44 bytes"):
         fitted_dimension(10, Budget(43))
+
+
+def test_dlrm_ce_fitted_dimension_by_hand():
+    # 10 items, m = 2: Q holds 5 rows and R 2, + the user's vector: 8 rows of k floats, 32 bytes per dimension
+    config = PeelConfig().with_overrides(["model.qr_buckets=2"])
+    assert fitted_dimension(10, Budget(100), config, "dlrm-ce") == 3      # 96 <= 100 < 128
+    assert fitted_dimension(10, Budget(128), config, "dlrm-ce") == 4
+    # concat: each table holds k/2 dims, so (5 + 2) * k/2 * 4 + 4k = 18k bytes, k even: 72 <= 100 < 108
+    concat = config.with_overrides(["model.qr_op=concat"])
+    assert fitted_dimension(10, Budget(100), concat, "dlrm-ce") == 4
+    with pytest.raises(BudgetError, match="smallest a DLRM-CE model of 10 items can meet: 36 bytes"):
+        fitted_dimension(10, Budget(35), concat, "dlrm-ce")
+    # m = 0: ⌈√10⌉ = 4 rows of R and 3 of Q, + the user's vector: 32 bytes per dimension
+    assert fitted_dimension(10, Budget(100), config.with_overrides(["model.qr_buckets=0"]), "dlrm-ce") == 3
+    # a large budget: the binary search finds the exact largest k
+    assert fitted_dimension(1000, Budget(10**7), config, "dlrm-ce") == 10**7 // ((500 + 2 + 1) * 4)
+
+
+def test_a_composed_item_table_refuses_what_a_device_cannot_compute():
+    with pytest.raises(ConfigError, match="model.layers, model.n_blocks"):
+        PeelConfig().with_overrides(["model.item_table=quotient_remainder"])
+    with pytest.raises(ConfigError, match="model.qr_op must be one of"):
+        PeelConfig().with_overrides(["model.qr_op=max"])
 
 
 @pytest.fixture(scope="module", params=["lightgcn", "pmf"])
@@ -100,3 +123,12 @@ def test_fitted_export_serves_the_server_top50_on_the_device(fitted, small_data,
         internal = bundle.item_order[bundle.positions_of(ids)]
         # one block, one item group: Eq. 10 is the plain dot product, in another summation order
         same_top_k(internal, scores, full, 1e-5 + 1e-5 * np.abs(scores).max())
+
+
+def test_train_help_names_every_fitted_method():
+    """The CLI stays free of torch at import, so its --method help lists the methods by hand: it must keep up."""
+    import re
+
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400", "TERM": "dumb"})
+    listed = re.sub(r"\s+", " ", result.output)
+    assert all(name in listed for name in METHODS if name != "peel"), listed

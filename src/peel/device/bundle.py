@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from peel.budget import Budget, parse_budget
+from peel.device.composed import composed_scores, unpack_codes
 from peel.device.format import (
     DTYPES,
     Header,
@@ -28,7 +29,7 @@ from peel.device.format import (
     read_tensors,
     readinto_exact,
 )
-from peel.errors import BundleError
+from peel.errors import BudgetError, BundleError
 from peel.units import BYTES_PER_FLOAT, Selection, UnitLayout, select
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class Bundle:
 
     def __init__(self, *, path: Path, header: Header, item_order: np.ndarray, item_ids: RawIds,
                  matrices: list[np.ndarray], slots: list[np.ndarray], n_loaded: int, budget: Budget,
-                 bytes_read: int) -> None:
+                 bytes_read: int, composed: dict[str, np.ndarray] | None = None) -> None:
         self.path = path
         self.header = header
         self.item_order = item_order          # internal item id at each stored position
@@ -147,6 +148,15 @@ class Bundle:
         self.item_group_bounds = np.asarray(header.item_group_bounds, dtype=np.int64)
         self.unit_order = np.array([[u.item_group, u.block] for u in header.units], dtype=np.int64).reshape(-1, 2)
         self.layout = UnitLayout(np.diff(self.item_group_bounds), self.n_blocks, self.block_dim)
+        # a composed bundle (DLRM-CE, LightRec): its item tensors (codes unpacked), scored by peel.device.composed
+        self.composition = header.composition
+        self.composed = composed
+
+    def composed_scores(self, user_vector: np.ndarray) -> np.ndarray:
+        """A composed bundle's scores of every item in stored order (a fresh array)."""
+        scores = composed_scores(self.composition, self.composed, user_vector, self.n_items,
+                                 codes=self.composed.get("codes_unpacked"))
+        return scores[self.item_order]
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -175,6 +185,8 @@ class Bundle:
         layout = UnitLayout(np.diff(header.item_group_bounds), header.dims["n_blocks"], header.dims["block_dim"])
         order = np.array([[u.item_group, u.block] for u in header.units], dtype=np.int64)
         parsed, n_keep = _open_budget(budget, header, order, layout)
+        if header.composition is not None:
+            return cls._read_composed(fh, size, path, header, parsed)
         if n_keep:
             check_available(header, header.units[n_keep - 1].end, size, where, f"a budget of {parsed}")
         tensors = read_tensors(fh, header, size, where)
@@ -185,6 +197,25 @@ class Bundle:
         return cls(path=path, header=header, item_order=item_order, item_ids=ids, matrices=matrices, slots=slots,
                    n_loaded=n_keep, budget=parsed, bytes_read=read)
 
+    @classmethod
+    def _read_composed(cls, fh: BinaryIO, size: int, path: Path, header: Header, budget: Budget) -> Bundle:
+        """A composed bundle is read whole (its tensors are its item vectors): the budget must hold it."""
+        where = str(path)
+        tensors = read_tensors(fh, header, size, where)
+        item_order = _check_permutation(tensors["item_order"], header.dims["n_items"], where)
+        ids = read_ids(tensors, "item", header.dims["n_items"], where)
+        composition = header.composition
+        composed = {name: tensors[name] for name, _, _ in composition.tensor_shapes(header.dims["n_items"])}
+        if composition.type == "codebooks":
+            n, b = header.dims["n_items"], composition.codebooks
+            codes = unpack_codes(composed["codes"], n, b, composition.code_bits)
+            if codes.size and int(codes.max()) >= composition.codewords:
+                raise BundleError(f"{where}: a code is {int(codes.max())}, past the last of "
+                                  f"{composition.codewords} codewords")
+            composed["codes_unpacked"] = codes
+        return cls(path=path, header=header, item_order=item_order, item_ids=ids, matrices=[], slots=[],
+                   n_loaded=0, budget=budget, bytes_read=header.file_bytes, composed=composed)
+
     # ------------------------------------------------------------------ inspection
     @property
     def n_units_stored(self) -> int:
@@ -192,11 +223,15 @@ class Bundle:
 
     @property
     def bytes_loaded(self) -> int:
-        """Charged bytes of what was loaded: the loaded units + one user vector."""
+        """Charged bytes of what was loaded: the loaded units (or a composed bundle's tensors) + one user vector."""
+        if self.composition is not None:
+            return self.composition.device_bytes(self.n_items)
         return int(self.layout.unit_bytes(self.unit_order[: self.n_units_loaded]).sum()) + self.layout.user_vector_bytes
 
     @property
     def minimum_bytes(self) -> int:
+        if self.composition is not None:
+            return self.composition.device_bytes(self.n_items)
         return self.layout.minimum_bytes(self.unit_order)
 
     @property
@@ -276,11 +311,22 @@ def _parse(budget: BudgetLike, header: Header) -> Budget:
 
 def _open_budget(budget: BudgetLike | None, header: Header, order: np.ndarray,
                  layout: UnitLayout) -> tuple[Budget, int]:
+    if header.composition is not None:  # all or nothing: the composed tensors are the item vectors
+        charged = header.composition.device_bytes(header.dims["n_items"])
+        parsed = Budget(charged, label="all") if budget is None else _parse(budget, header)
+        check_composed_budget(parsed, charged)
+        return parsed, 0
     if budget is None:
         used = int(layout.unit_bytes(order).sum()) + layout.user_vector_bytes
         return Budget(used, label="all"), len(order)
     parsed = _parse(budget, header)
     return parsed, select(order, layout, parsed.bytes).n_kept
+
+
+def check_composed_budget(budget: Budget, charged: int) -> None:
+    if budget.bytes < charged:
+        raise BudgetError(f"budget {budget} is below the minimum of {charged:,} bytes ({charged / 1e6:.3f} MB) of "
+                          "this composed bundle: its tables or codebooks and codes + the user vector, all or nothing")
 
 
 def _check_permutation(item_order: np.ndarray, n: int, where: str) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from peel.device.composed import Composition
 from peel.errors import BundleError
 from peel.units import EQ10_READINGS, EQ10_SCALES
 
@@ -41,7 +42,8 @@ _TOP_KEYS = {
               "metadata"},
     "users": {"header_crc32", "format", "version", "kind", "dims", "tensors", "metadata"},
 }
-_OPTIONAL_KEYS = {"items": {"eq10_scale"}, "users": set()}  # absent eq10_scale = "paper" (first v1 files)
+# absent eq10_scale = "paper" (first v1 files); composition only in a composed item bundle (DLRM-CE, LightRec)
+_OPTIONAL_KEYS = {"items": {"eq10_scale", "composition"}, "users": set()}
 _TENSOR_KEYS = {"name", "dtype", "shape", "data_offsets", "crc32"}
 _UNIT_KEYS = {"item_group", "block", "data_offsets", "crc32"}
 
@@ -90,6 +92,7 @@ class Header:
     item_group_bounds: tuple[int, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     data_start: int = 0
+    composition: Composition | None = None  # item vectors composed from tensors (then no units)
 
     @property
     def data_bytes(self) -> int:
@@ -192,9 +195,15 @@ def validate_header(obj: dict[str, Any], where: str, *, data_start: int) -> Head
     _exact_keys(obj, _TOP_KEYS[kind], where, "header", optional=_OPTIONAL_KEYS[kind])
     dims = _dims(obj["dims"], kind, where)
     metadata = _metadata(obj["metadata"], where)
+    composition = None
+    if "composition" in obj:
+        composition = Composition.from_header(obj["composition"], dims["embedding_dim"], where)
+        if dims["n_item_groups"] != 1 or dims["n_blocks"] != 1:
+            raise BundleError(f"{where}: a composed item bundle has one item group and one block "
+                              f"(n_item_groups = n_blocks = 1), got {dims['n_item_groups']} and {dims['n_blocks']}")
     tensors = tuple(_tensor(t, where, i) for i, t in enumerate(_list(obj["tensors"], where, "tensors",
                                                                      most=MAX_TENSORS)))
-    _check_tensor_names(tensors, kind, dims, where)
+    _check_tensor_names(tensors, kind, dims, where, composition)
     if kind == "users":
         header = Header(kind, dims, tensors, metadata=metadata, data_start=data_start)
     else:
@@ -204,10 +213,11 @@ def validate_header(obj: dict[str, Any], where: str, *, data_start: int) -> Head
         if scale not in EQ10_SCALES:
             raise BundleError(f"{where}: eq10_scale must be one of {EQ10_SCALES}, got {scale!r}")
         bounds = _bounds(obj["item_group_bounds"], dims, where)
-        most = dims["n_item_groups"] * dims["n_blocks"]
+        most = 0 if composition else dims["n_item_groups"] * dims["n_blocks"]
         units = tuple(_unit(u, where, i) for i, u in enumerate(_list(obj["units"], where, "units", most=most)))
-        _check_units(units, bounds, dims, where)
-        header = Header(kind, dims, tensors, units, obj["eq10"], scale, bounds, metadata, data_start)
+        if composition is None:
+            _check_units(units, bounds, dims, where)
+        header = Header(kind, dims, tensors, units, obj["eq10"], scale, bounds, metadata, data_start, composition)
     _check_offsets(header, where)
     return header
 
@@ -296,12 +306,15 @@ def _id_tensors(prefix: str, n: int) -> tuple[_Spec, _Spec]:
                                                (f"{prefix}_ids_utf8", "U8", None)]
 
 
-def expected_tensors(kind: str, dims: dict[str, int], names: list[str]) -> _Spec:
-    """The tensor list a header of ``kind`` must have, choosing the id variant and options by ``names``."""
+def expected_tensors(kind: str, dims: dict[str, int], names: list[str],
+                     composition: Composition | None = None) -> _Spec:
+    """The tensor list a header of ``kind`` must have, choosing the id variant and options by ``names``;
+    a composed item bundle's composition tensors follow the ids."""
     if kind == "items":
         n = dims["n_items"]
         ints, strings = _id_tensors("item", n)
-        return [("item_order", "I64", (n,))] + (ints if "item_ids" in names else strings)
+        composed: _Spec = list(composition.tensor_shapes(n)) if composition else []
+        return [("item_order", "I64", (n,))] + (ints if "item_ids" in names else strings) + composed
     n, d = dims["n_users"], dims["embedding_dim"]
     ints, strings = _id_tensors("user", n)
     spec = [("user_vectors", "F32", (n, d)), ("user_group", "I64", (n,))] + (ints if "user_ids" in names else strings)
@@ -310,9 +323,10 @@ def expected_tensors(kind: str, dims: dict[str, int], names: list[str]) -> _Spec
     return spec
 
 
-def _check_tensor_names(tensors: tuple[TensorEntry, ...], kind: str, dims: dict[str, int], where: str) -> None:
+def _check_tensor_names(tensors: tuple[TensorEntry, ...], kind: str, dims: dict[str, int], where: str,
+                        composition: Composition | None = None) -> None:
     names = [t.name for t in tensors]
-    spec = expected_tensors(kind, dims, names)
+    spec = expected_tensors(kind, dims, names, composition)
     if names != [s[0] for s in spec]:
         raise BundleError(f"{where}: tensors must be {[s[0] for s in spec]} in this order, got {names}")
     for t, (name, dtype, shape) in zip(tensors, spec, strict=True):

@@ -69,6 +69,12 @@ class Recommender:
         that needs more raises BudgetError (reopen the bundle with that budget).
         """
         parsed = self.bundle.parse_budget(budget)
+        if self.bundle.composition is not None:  # a composed bundle is whole or nothing
+            from peel.device.bundle import check_composed_budget
+
+            check_composed_budget(parsed, self.bundle.bytes_loaded)
+            self.budget = parsed
+            return self
         selection = self.bundle.selection(parsed)  # BudgetError below the minimum
         if selection.n_kept > self.bundle.n_units_loaded:
             raise BudgetError(f"budget {parsed} keeps {selection.n_kept} units but only "
@@ -79,6 +85,10 @@ class Recommender:
 
     def _set_prefix(self, n_units: int, budget: Budget) -> None:
         b = self.bundle
+        if b.composition is not None:
+            self._n_units, self._kept, self._queries = 0, np.ones(1, dtype=np.int64), []
+            self.budget, self.bytes_used = budget, b.bytes_loaded
+            return
         order = b.unit_order[:n_units]
         kept = np.bincount(order[:, 0], minlength=b.n_item_groups)  # units are distinct: |S_g| per group
         scale = count_scale(kept, self.eq10_scale).astype(np.float32)  # Eq. 10's normalizer
@@ -102,6 +112,9 @@ class Recommender:
         return self._compute().copy()
 
     def _compute(self) -> np.ndarray:
+        if self.bundle.composition is not None:
+            self._scores[:] = self.bundle.composed_scores(self.user_vector)
+            return self._scores
         out, d = self._scores, self.bundle.block_dim
         matrices = self.bundle._matrices
         for g, q in enumerate(self._queries):

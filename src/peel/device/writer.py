@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from peel._io import _umask, atomic_path
+from peel.device.composed import Composition
 from peel.device.format import (
     CRC_FIELD_BYTES,
     CRC_KEY,
@@ -105,6 +106,35 @@ def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group:
     extra = {"eq10": eq10, "eq10_scale": eq10_scale, "item_group_bounds": bounds.tolist()}
     return write_container(path, kind="items", dims=dims, tensors=tensors, units=units, extra=extra,
                            metadata=_metadata(metadata))
+
+
+def write_composed_bundle(path: str | os.PathLike[str], *, composition: Composition, tensors: dict[str, Any],
+                          n_items: int, item_ids: Any = None, metadata: dict[str, Any] | None = None) -> int:
+    """Write a composed item bundle (DLRM-CE, LightRec); returns its size in bytes.
+
+    ``tensors``: the composition's tensors by name (:meth:`Composition.tensor_shapes`), e.g. the
+    quotient and remainder tables, or the codebooks and the packed codes. One item group, one block of
+    D dims, no units: a device scores from these tensors (peel.device.composed).
+    """
+    arrays = []
+    for name, dtype, shape in composition.tensor_shapes(n_items):
+        if name not in tensors:
+            raise BundleError(f"a {composition.type} bundle needs the tensor {name!r}")
+        arr = _finite_f32(tensors[name], name, len(shape)) if dtype == "F32" else np.asarray(tensors[name])
+        if arr.shape != shape or (dtype == "U8" and arr.dtype != np.uint8):
+            raise BundleError(f"tensor {name!r} must be {dtype} of shape {list(shape)}, "
+                              f"got {arr.dtype} {list(arr.shape)}")
+        arrays.append((name, arr))
+    if unknown := set(tensors) - {name for name, _ in arrays}:
+        raise BundleError(f"unknown tensor(s) {sorted(unknown)} for a {composition.type} bundle")
+    item_order = np.arange(n_items, dtype=np.int64)
+    ids = np.arange(n_items) if item_ids is None else np.asarray(item_ids)
+    dims = {"n_items": n_items, "n_item_groups": 1, "n_blocks": 1, "block_dim": composition.dim,
+            "embedding_dim": composition.dim}
+    extra = {"eq10": "masked", "eq10_scale": "none", "item_group_bounds": [0, n_items],
+             "composition": composition.to_header()}
+    return write_container(path, kind="items", dims=dims, metadata=_metadata(metadata), extra=extra,
+                           tensors=[("item_order", item_order), *id_tensors("item", ids, n_items), *arrays])
 
 
 def write_users_file(path: str | os.PathLike[str], *, user_vectors: Any, user_group: Any, n_items: int,

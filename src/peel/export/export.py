@@ -21,8 +21,9 @@ import peel
 from peel._io import atomic_directory, write_json_atomic
 from peel.budget import BYTES_PER_FLOAT, Budget, device_bytes
 from peel.data.interactions import Interactions
+from peel.device.composed import Composition
 from peel.device.directory import INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, USERS_NAME, group_file
-from peel.device.writer import write_items_bundle, write_users_file
+from peel.device.writer import write_composed_bundle, write_items_bundle, write_users_file
 from peel.errors import PeelError
 from peel.run import TrainedRun
 from peel.run_layout import RunLayout
@@ -110,9 +111,11 @@ def _index(run_path: Path, data: Interactions, *, device: dict[str, str], n_user
 
 
 def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, out_dir: str | os.PathLike[str], *,
-                 data: Interactions, method: str, history: bool = True, overwrite: bool = False) -> Path:
+                 data: Interactions, method: str, history: bool = True, overwrite: bool = False,
+                 composition: Composition | None = None, item_tensors: dict[str, np.ndarray] | None = None) -> Path:
     """A fixed-size model's export (``peel train --method``): one bundle with G_v = N = 1 and d = k, and
-    every user in user group 0. Its charged bytes are (|V| + 1) * k * 4, what it was fitted to."""
+    every user in user group 0. Its charged bytes are (|V| + 1) * k * 4, what it was fitted to; with a
+    ``composition`` (DLRM-CE) the bundle holds ``item_tensors`` instead of the item vectors, and charges them."""
     users, items = user_vectors, item_vectors  # short names for the lines below
     if (len(users), len(items)) != (data.n_users, data.n_items):
         raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run {run} "
@@ -122,17 +125,23 @@ def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, 
     dim = items.shape[1]
     out = Path(out_dir)
     with atomic_directory(out, overwrite=overwrite, inputs=_inputs(run)) as tmp:
-        size = write_items_bundle(tmp / group_file(0), blocks=items.reshape(len(items), 1, dim),
-                                  item_group=np.zeros(len(items), dtype=np.int64), unit_order=[[0, 0]],
-                                  item_ids=data.item_ids, metadata={**meta, "user_group": 0})
+        if composition is None:
+            size = write_items_bundle(tmp / group_file(0), blocks=items.reshape(len(items), 1, dim),
+                                      item_group=np.zeros(len(items), dtype=np.int64), unit_order=[[0, 0]],
+                                      item_ids=data.item_ids, metadata={**meta, "user_group": 0})
+        else:
+            size = write_composed_bundle(tmp / group_file(0), composition=composition, tensors=item_tensors or {},
+                                         n_items=len(items), item_ids=data.item_ids, metadata={**meta, "user_group": 0})
         train = data.csr("train")
         users_bytes = write_users_file(
             tmp / USERS_NAME, user_vectors=users, user_group=np.zeros(len(users), dtype=np.int64),
             n_items=data.n_items, user_ids=data.user_ids, n_user_groups=1,
             history=(train.indptr, train.indices) if history else None, metadata=meta)
-        unit = data.n_items * dim * BYTES_PER_FLOAT
-        charged = device_bytes(data.n_items, dim)  # the unit + the user's vector
-        entry = {"user_group": 0, "file": group_file(0), "users": data.n_users, "units_stored": 1, "units_total": 1,
+        unit = data.n_items * dim * BYTES_PER_FLOAT if composition is None else composition.item_bytes(data.n_items)
+        charged = device_bytes(data.n_items, dim) if composition is None else composition.device_bytes(data.n_items)
+        n_units = 1 if composition is None else 0  # a composed bundle has no units
+        entry = {"user_group": 0, "file": group_file(0), "users": data.n_users, "units_stored": n_units,
+                 "units_total": n_units,
                  "minimum_bytes": charged, "charged_bytes_full": charged, "charged_bytes_stored": charged,
                  "file_bytes": size, "overhead_bytes": size - unit}
         write_json_atomic(tmp / INDEX_NAME, _index(

@@ -1,21 +1,25 @@
-"""Fixed-size baselines fitted to one budget (methods.md, Baselines): LightGCN and PMF.
+"""Baselines fitted to one budget (methods.md, Baselines): LightGCN, PMF and DLRM-CE.
 
-The dimension k is the largest with (|V| + 1) * k * 4 <= budget: the item table plus the user's own
-vector, what a device holds to rank all items for one user. LightGCN is stage a's code with one block
-of k dims and no diversity regularizer; PMF is the same with no propagation (layers = 0). Both train
-with BPR through the one training loop, with early stopping on validation, into a run directory whose
-``method.json`` records the method, the budget and the fitted dimension. Without a budget the model is
-full size (the config's D): the full-size LightGCN of the paper's tables.
+Each is stage a's code with one block of k dims and no diversity regularizer: LightGCN propagates,
+PMF does not (layers = 0), DLRM-CE is PMF with its item vectors composed from quotient–remainder tables
+(``model.item_table``, m = ``model.qr_buckets`` items per quotient row). The fitting rule is one for all:
+k is the largest dimension whose device bytes fit the budget, counting everything a device holds to
+rank all items for one user: the item table ((|V| + 1) * k * 4 with the user's vector) or the composed
+tables (:meth:`peel.device.composed.Composition.device_bytes`). All train with BPR through the one
+training loop, with early stopping on validation, into a run directory whose ``method.json`` records
+the method, the budget, the fitted dimension and the device bytes. Without a budget the model is full
+size (the config's D): the full-size LightGCN of the paper's tables.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peel.budget import Budget, device_bytes, format_bytes
+from peel.budget import BYTES_PER_FLOAT, Budget, device_bytes, format_bytes
 from peel.config import PeelConfig
 from peel.data.interactions import Interactions
 from peel.errors import BudgetError, PeelError
@@ -23,28 +27,59 @@ from peel.evaluation import DotProductScorer, Scorer
 from peel.methods.protocol import Method, TrainedModel
 from peel.run_layout import RunLayout, method_record
 
-FIXED_METHODS = {"lightgcn": "LightGCN", "pmf": "PMF"}  # method name -> label in tables
+
+@dataclass(frozen=True)
+class FixedSpec:
+    """A fitted method: its label, whether it propagates (LightGCN's layers) and how it stores item vectors."""
+
+    label: str
+    propagates: bool
+    item_table: str = "full"
 
 
-def fitted_dimension(n_items: int, budget: Budget) -> int:
-    """The largest k with (|V| + 1) * k * 4 <= budget; a budget below k = 1 is refused with that minimum."""
-    dim = budget.bytes // device_bytes(n_items, 1)
-    if dim < 1:
-        smallest = device_bytes(n_items, 1)
-        raise BudgetError(f"budget {budget} is below the smallest a fixed-size model of {n_items:,} items can meet: "
-                          f"{smallest:,} bytes ({format_bytes(smallest)}, one dimension: (|V| + 1) * 1 * 4)")
-    return int(dim)
+FIXED_SPECS = {"lightgcn": FixedSpec("LightGCN", True), "pmf": FixedSpec("PMF", False),
+               "dlrm-ce": FixedSpec("DLRM-CE", False, "quotient_remainder")}
+FIXED_METHODS = {name: spec.label for name, spec in FIXED_SPECS.items()}  # method name -> label in tables
 
 
 def fitted_config(config: PeelConfig, method: str, dim: int) -> PeelConfig:
-    """``config`` with one block of ``dim`` dims, no regularizer or nesting, and no propagation for PMF."""
-    if method not in FIXED_METHODS:
+    """``config`` with one block of ``dim`` dims, no regularizer or nesting, the method's item table, and no
+    propagation unless the method propagates."""
+    if method not in FIXED_SPECS:
         raise PeelError(f"unknown fixed-size method {method!r}; known: {', '.join(FIXED_METHODS)}")
-    r = dataclasses.replace
-    layers = config.model.layers if method == "lightgcn" else 0
-    return r(config, model=r(config.model, n_blocks=1, block_dim=dim, layers=layers, embedding_dim=0),
+    spec, r = FIXED_SPECS[method], dataclasses.replace
+    layers = config.model.layers if spec.propagates else 0
+    return r(config, model=r(config.model, n_blocks=1, block_dim=dim, layers=layers, embedding_dim=0,
+                             item_table=spec.item_table),
              pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0, l2_full_prefix=0.0,
                         l2_full_prefix_race=""))
+
+
+def model_device_bytes(config: PeelConfig, n_items: int) -> int:
+    """What a device holds to rank all items for one user with this (one-block) model."""
+    composition = config.model.composition(n_items)
+    return device_bytes(n_items, config.model.dim) if composition is None else composition.device_bytes(n_items)
+
+
+def fitted_dimension(n_items: int, budget: Budget, config: PeelConfig | None = None, method: str = "lightgcn") -> int:
+    """The largest k whose device bytes fit ``budget`` (the full table: (|V| + 1) * k * 4); a budget below
+    the smallest k is refused with that minimum."""
+    config = config or PeelConfig()
+    concat = FIXED_SPECS[method].item_table == "quotient_remainder" and config.model.qr_op == "concat"
+    step = 2 if concat else 1  # concat splits k between two tables
+
+    def cost(k: int) -> int:
+        return model_device_bytes(fitted_config(config, method, k), n_items)
+
+    if cost(step) > budget.bytes:
+        smallest = cost(step)
+        raise BudgetError(f"budget {budget} is below the smallest a {FIXED_METHODS[method]} model of {n_items:,} items "
+                          f"can meet: {smallest:,} bytes ({format_bytes(smallest)}, {step} dimension(s))")
+    low, high = 1, max(1, budget.bytes // (step * BYTES_PER_FLOAT))  # cost grows with k; the user vector alone is 4k
+    while low < high:  # the largest multiple j of step with cost(j * step) <= budget
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if cost(mid * step) <= budget.bytes else (low, mid - 1)
+    return low * step
 
 
 class FixedSizeMethod(Method):
@@ -65,10 +100,10 @@ class FixedSizeMethod(Method):
                             "apply to --method peel only")
         if budget is None:
             raise PeelError(f"--method {self.name} is fitted to one budget: give --budget, e.g. 5MB-eq")
-        dim = fitted_dimension(data.n_items, budget)
-        return train(data, out, fitted_config(config, self.name, dim), data_path=data_path, resume=resume,
-                     progress=progress, stop_after="pretrain",
-                     method=method_record(self.name, data.n_items, budget, dim))
+        dim = fitted_dimension(data.n_items, budget, config, self.name)
+        fitted = fitted_config(config, self.name, dim)
+        return train(data, out, fitted, data_path=data_path, resume=resume, progress=progress, stop_after="pretrain",
+                     method=method_record(self.name, budget, dim, model_device_bytes(fitted, data.n_items)))
 
     def load(self, layout: RunLayout, *, overrides: list[str] | None = None) -> FixedSizeModel:
         if overrides:
@@ -82,7 +117,7 @@ class FixedSizeModel(TrainedModel):
     elastic = False
 
     def __init__(self, method: str, layout: RunLayout) -> None:
-        from peel.training.pretrain import load_pretrained
+        from peel.training.pretrain import load_item_tensors, load_pretrained
 
         info = layout.read_method() or {}
         if not layout.embeddings.exists():
@@ -91,13 +126,19 @@ class FixedSizeModel(TrainedModel):
         self.method, self.layout = method, layout
         self.user_vectors, self.item_vectors = load_pretrained(layout.embeddings)
         self.dim = int(self.item_vectors.shape[1])
+        # a composed item table (DLRM-CE): what the export writes; item_vectors are its composition
+        self.composition = layout.read_config().model.composition(len(self.item_vectors))
+        self.item_tensors = load_item_tensors(layout.embeddings) if self.composition is not None else {}
         budget_bytes = info.get("budget_bytes")
         self.fitted_budget = None if budget_bytes is None else Budget(int(budget_bytes), info.get("budget") or "")
-        size = f"D={self.dim}"
+        size = f"D={self.dim}" + (f", m={self.composition.buckets}" if self.composition and
+                                  self.composition.type == "quotient_remainder" else "")
         self.label = (f"{FIXED_METHODS[method]} fitted ({size})" if self.fitted_budget is not None
                       else f"{FIXED_METHODS[method]} (full size, {size})")
 
     def device_bytes(self, budget: Budget | None) -> int:
+        if self.composition is not None:
+            return self.composition.device_bytes(len(self.item_vectors))
         return device_bytes(len(self.item_vectors), self.dim)
 
     def scorer(self, budget: Budget | None) -> Scorer:
@@ -111,4 +152,5 @@ class FixedSizeModel(TrainedModel):
             raise PeelError(f"{self.layout.root} is a {self.label} run: one bundle at the budget it was fitted to "
                             "(--max-budget and --groups apply to PEEL runs)")
         return export_fixed(self.layout.root, self.user_vectors, self.item_vectors, out, data=data, method=self.method,
-                            history=history, overwrite=overwrite)
+                            history=history, overwrite=overwrite, composition=self.composition,
+                            item_tensors=self.item_tensors)

@@ -1,7 +1,9 @@
 """LightGCN with item embeddings viewed as N blocks of d dims (stage a).
 
 With ``layers = 0`` it is matrix factorization; with ``lambda_div = 0`` plain LightGCN. The same
-model and the same loss serve PEEL's pretraining and the fixed-size baselines.
+model and the same loss serve PEEL's pretraining and the fixed-size baselines; with an ``item_table``
+(a composed table, peel.models.composed) the item vectors are composed instead of one row per item
+(DLRM-CE, LightRec).
 """
 
 from __future__ import annotations
@@ -18,25 +20,37 @@ class LightGCN(nn.Module):
     """User and item ego embeddings of D = n_blocks * block_dim, propagated over the graph."""
 
     def __init__(self, n_users: int, n_items: int, *, n_blocks: int, block_dim: int, layers: int,
-                 layer_combination: str = "mean", adjacency: torch.Tensor | None = None) -> None:
+                 layer_combination: str = "mean", adjacency: torch.Tensor | None = None,
+                 item_table: nn.Module | None = None) -> None:
         super().__init__()
         self.n_users, self.n_items = n_users, n_items
         self.n_blocks, self.block_dim = n_blocks, block_dim
         self.layers, self.layer_combination = layers, layer_combination
         dim = n_blocks * block_dim
         self.user_embedding = nn.Parameter(torch.empty(n_users, dim))
-        self.item_embedding = nn.Parameter(torch.empty(n_items, dim))
         nn.init.normal_(self.user_embedding, std=0.1)
-        nn.init.normal_(self.item_embedding, std=0.1)
+        if item_table is None:
+            self.item_embedding = nn.Parameter(torch.empty(n_items, dim))
+            nn.init.normal_(self.item_embedding, std=0.1)
+        elif layers > 0 or n_blocks > 1:
+            raise ValueError("a composed item table needs layers = 0 and one block "
+                             "(a device composes item vectors, it never propagates)")
+        self.item_table = item_table
         if layers > 0 and adjacency is None:
             raise ValueError("LightGCN with layers > 0 needs the normalized adjacency")
         self.adjacency = adjacency
 
+    def item_ego(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Item ego embeddings of ``index`` (all items when None): the table's rows, or composed."""
+        if self.item_table is not None:
+            return self.item_table(index)
+        return self.item_embedding if index is None else self.item_embedding.index_select(0, index)
+
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(users, items) after propagation and layer combination: what scoring uses."""
-        ego = torch.cat([self.user_embedding, self.item_embedding])
         if self.layers == 0:
-            return self.user_embedding, self.item_embedding
+            return self.user_embedding, self.item_ego()
+        ego = torch.cat([self.user_embedding, self.item_embedding])
         final = propagate(self.adjacency, ego, self.layers, self.layer_combination)
         return final[: self.n_users], final[self.n_users:]
 
@@ -72,8 +86,7 @@ class LightGCN(nn.Module):
             bpr = views.mean() / n_views
         else:
             bpr = -F.logsigmoid(positive.sum(dim=1) - negative.sum(dim=1)).mean()
-        ego = (self.user_embedding.index_select(0, users), self.item_embedding.index_select(0, positives),
-               self.item_embedding.index_select(0, negatives))
+        ego = (self.user_embedding.index_select(0, users), self.item_ego(positives), self.item_ego(negatives))
         if nested:
             # block b is in every prefix p > b: its weight is the sum of those prefixes' L2 over the views
             per_prefix = torch.as_tensor(l2 if isinstance(l2, tuple) else (l2,) * len(nested), dtype=positive.dtype)

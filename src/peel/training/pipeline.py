@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from peel._io import refuse_overlap, write_json_atomic
+from peel.budget import device_bytes
 from peel.config import PeelConfig, missing_keys, resolve_for_data, validate_for_data
 from peel.data.interactions import Interactions
 from peel.data.source import data_difference, data_source
@@ -79,7 +80,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         out = RunLayout(parent).ablation(ablation).root
         if ablation == "lightgcn":  # full-size LightGCN: stage a alone, a fixed-size model with no budget
             stop_after = "pretrain"
-            method = method_record("lightgcn", data.n_items, None, config.model.dim)
+            method = method_record("lightgcn", None, config.model.dim, device_bytes(data.n_items, config.model.dim))
     validate_for_data(config, n_users=data.n_users, n_items=data.n_items)  # nothing is written before the checks
     refuse_overlap(out, [data_path] if data_path is not None else [], cwd=False)
     source = data_source(data, data_path)

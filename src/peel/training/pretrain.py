@@ -19,6 +19,7 @@ import torch
 from peel.config import ModelConfig, PretrainConfig
 from peel.data.interactions import Interactions
 from peel.evaluation import DotProductScorer, evaluate, evaluation_users
+from peel.models.composed import item_table
 from peel.models.graph import normalized_adjacency
 from peel.models.lightgcn import LightGCN
 from peel.training.loop import LoopResult, fit
@@ -36,17 +37,29 @@ class PretrainResult:
     # best validation score within the race
     l2_full_prefix: float | None = None
     race: dict[float, float] = field(default_factory=dict)
+    # a composed item table's tensors (model.item_table), what its export writes; item_vectors are composed
+    item_tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         from peel._io import atomic_path
 
+        composed = {f"{COMPOSED_PREFIX}{name}": arr for name, arr in self.item_tensors.items()}
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, user_vectors=self.user_vectors, item_vectors=self.item_vectors)
+            np.savez(fh, user_vectors=self.user_vectors, item_vectors=self.item_vectors, **composed)
+
+
+COMPOSED_PREFIX = "composed."
 
 
 def load_pretrained(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return z["user_vectors"], z["item_vectors"]
+
+
+def load_item_tensors(path: Path) -> dict[str, np.ndarray]:
+    """A composed item table's tensors saved with the embeddings ({} for a full table)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k[len(COMPOSED_PREFIX):]: z[k] for k in z.files if k.startswith(COMPOSED_PREFIX)}
 
 
 def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
@@ -105,9 +118,10 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
     torch.manual_seed(seed)
     train = data.csr("train")
     adjacency = normalized_adjacency(train) if model_config.layers > 0 else None
+    composition = model_config.composition(data.n_items)
     model = LightGCN(data.n_users, data.n_items, n_blocks=model_config.n_blocks, block_dim=model_config.block_dim,
                      layers=model_config.layers, layer_combination=model_config.layer_combination,
-                     adjacency=adjacency)
+                     adjacency=adjacency, item_table=item_table(data.n_items, composition) if composition else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sampler = TripleSampler(train)
     valid_users = evaluation_users(data, "valid")
@@ -144,4 +158,6 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
                progress=progress, desc="pretrain")
     with torch.no_grad():
         users, items = model.final_embeddings()
-    return PretrainResult(users.detach().numpy().copy(), items.detach().numpy().copy(), loop)  # layers=0: parameters
+    tensors = model.item_table.tensors() if model.item_table is not None else {}
+    return PretrainResult(users.detach().numpy().copy(), items.detach().numpy().copy(), loop,  # layers=0: parameters
+                          item_tensors=tensors)

@@ -1,0 +1,137 @@
+"""Composed item bundles (DLRM-CE's quotient–remainder tables, LightRec's codebooks): byte accounting by
+hand, the device's scores against the item vectors they compose, and refusal of bad files."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_format import rewrite, split
+
+from peel.device import BudgetError, Bundle, BundleError
+from peel.device.composed import Composition, composed_vectors, pack_codes, unpack_codes
+from peel.device.writer import write_composed_bundle
+
+N_ITEMS = 103
+COMPOSITIONS = [Composition("quotient_remainder", 6, op=op, buckets=m) for op in ("mult", "add", "concat")
+                for m in (1, 2, 11, N_ITEMS)] + [Composition("codebooks", 6, codebooks=b, codewords=w)
+                                                 for b, w in ((1, 2), (3, 5), (2, 256), (2, 300))]
+
+
+def tensors_for(composition: Composition, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {name: rng.standard_normal(shape).astype(np.float32)
+           for name, dtype, shape in composition.tensor_shapes(N_ITEMS) if dtype == "F32"}
+    if composition.type == "codebooks":
+        codes = rng.integers(0, composition.codewords, (N_ITEMS, composition.codebooks))
+        out["codes"] = pack_codes(codes, composition.code_bits)
+    return out
+
+
+def test_bytes_by_hand() -> None:
+    # quotient_remainder, 10 items, m = 4: Q has 3 rows, R 4; mult: (3 + 4) * 8 dims * 4 bytes + user 8 * 4
+    assert Composition("quotient_remainder", 8, buckets=4).device_bytes(10) == 7 * 8 * 4 + 32
+    # concat: each table holds 4 of the 8 dims
+    assert Composition("quotient_remainder", 8, op="concat", buckets=4).device_bytes(10) == 7 * 4 * 4 + 32
+    # codebooks: B = 3 of W = 5 codewords (3 bits a code): 15 * 8 * 4 bytes + ceil(10 * 3 * 3 / 8) = 12 bytes of codes
+    assert Composition("codebooks", 8, codebooks=3, codewords=5).device_bytes(10) == 15 * 8 * 4 + 12 + 32
+    assert Composition("codebooks", 8, codebooks=2, codewords=256).code_bits == 8
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8, 9, 16])
+def test_codes_round_trip_at_their_bit_width(bits: int) -> None:
+    codes = np.random.default_rng(bits).integers(0, 2**bits, (37, 3))
+    packed = pack_codes(codes, bits)
+    assert packed.dtype == np.uint8 and len(packed) == -(-37 * 3 * bits // 8)
+    np.testing.assert_array_equal(unpack_codes(packed, 37, 3, bits), codes)
+
+
+@pytest.mark.parametrize("composition", COMPOSITIONS, ids=lambda c: f"{c.type}-{c.op}-{c.buckets}-{c.codewords}")
+def test_device_scores_are_the_composed_dot_products(tmp_path: Path, composition: Composition, same_top_k) -> None:
+    tensors = tensors_for(composition)
+    path = tmp_path / "b.peelb"
+    write_composed_bundle(path, composition=composition, tensors=tensors, n_items=N_ITEMS,
+                          item_ids=np.arange(N_ITEMS) * 7)
+    bundle = Bundle.open(path)
+    assert bundle.bytes_loaded == composition.device_bytes(N_ITEMS) == bundle.minimum_bytes
+    user = np.random.default_rng(1).standard_normal(6).astype(np.float32)
+    expected = composed_vectors(composition, tensors, N_ITEMS).astype(np.float64) @ user
+    rec = bundle.for_user(user, history=[0, 7])
+    # float32 on the device against float64 here: each score within float32 rounding of a 6-term sum
+    np.testing.assert_allclose(rec.scores(), expected, rtol=1e-5, atol=1e-5)
+    ids, scores = rec.recommend(k=10)
+    masked = expected.copy()
+    masked[[0, 1]] = -np.inf
+    same_top_k(ids // 7, scores, masked, 1e-5)
+    assert rec.shrink(composition.device_bytes(N_ITEMS)).bytes_used == composition.device_bytes(N_ITEMS)
+    with pytest.raises(BudgetError, match="minimum"):
+        rec.shrink(composition.device_bytes(N_ITEMS) - 1)
+    with pytest.raises(BudgetError, match="all or nothing"):
+        Bundle.open(path, budget=composition.device_bytes(N_ITEMS) - 1)
+
+
+@pytest.fixture
+def composed_file(tmp_path: Path) -> Path:
+    composition = Composition("codebooks", 6, codebooks=2, codewords=5)
+    path = tmp_path / "c.peelb"
+    write_composed_bundle(path, composition=composition, tensors=tensors_for(composition), n_items=N_ITEMS)
+    return path
+
+
+def _edited(path: Path, edit) -> Path:
+    header, data = split(path)
+    header = copy.deepcopy(header)
+    edit(header)
+    out = path.with_name("edited.peelb")
+    rewrite(out, header, data)
+    return out
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda h: h["composition"].__setitem__("type", "hash"), "type is one of"),
+    (lambda h: h["composition"].__setitem__("extra", 1), "exactly the keys"),
+    (lambda h: h["composition"].__setitem__("codewords", 1), "2 to 65536 codewords"),
+    (lambda h: h["composition"].__setitem__("codebooks", True), "integers >= 1"),
+    (lambda h: h["composition"].__setitem__("codewords", 9), "must have shape"),  # 4-bit codes: other sizes
+    (lambda h: h["dims"].update(n_blocks=2, embedding_dim=12, block_dim=6), "one item group and one block"),
+    (lambda h: h["units"].append({"item_group": 0, "block": 0, "data_offsets": [0, 0], "crc32": 0}),
+     "units must have exactly 0"),
+    (lambda h: h["tensors"].pop(), "tensors must be"),
+])
+def test_bad_composed_headers_are_refused(composed_file: Path, edit, message: str) -> None:
+    with pytest.raises(BundleError, match=message):
+        Bundle.open(_edited(composed_file, edit))
+
+
+def test_a_code_past_the_last_codeword_is_refused(tmp_path: Path) -> None:
+    composition = Composition("codebooks", 6, codebooks=2, codewords=5)  # 3-bit codes can say 5, 6, 7
+    tensors = tensors_for(composition)
+    tensors["codes"] = pack_codes(np.full((N_ITEMS, 2), 6), 3)
+    path = tmp_path / "c.peelb"
+    write_composed_bundle(path, composition=composition, tensors=tensors, n_items=N_ITEMS)
+    with pytest.raises(BundleError, match="a code is 6, past the last of 5 codewords"):
+        Bundle.open(path)
+
+
+def test_a_truncated_composed_bundle_is_refused(composed_file: Path) -> None:
+    raw = composed_file.read_bytes()
+    composed_file.write_bytes(raw[:-1])
+    with pytest.raises(BundleError, match="truncated"):
+        Bundle.open(composed_file)
+
+
+def test_writer_refuses_missing_or_misshapen_tensors(tmp_path: Path) -> None:
+    composition = Composition("quotient_remainder", 6, buckets=2)
+    tensors = tensors_for(composition)
+    with pytest.raises(BundleError, match="needs the tensor 'qr_remainder'"):
+        write_composed_bundle(tmp_path / "a", composition=composition, tensors={"qr_quotient": tensors["qr_quotient"]},
+                              n_items=N_ITEMS)
+    with pytest.raises(BundleError, match="must be F32 of shape"):
+        write_composed_bundle(tmp_path / "b", composition=composition, n_items=N_ITEMS,
+                              tensors={**tensors, "qr_remainder": np.zeros((3, 6), np.float32)})
+    with pytest.raises(BundleError, match="non-finite"):
+        write_composed_bundle(tmp_path / "c", composition=composition, n_items=N_ITEMS,
+                              tensors={**tensors, "qr_remainder": np.full((2, 6), np.nan, np.float32)})
+    assert not any(tmp_path.iterdir())
