@@ -194,7 +194,10 @@ def train_command(
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
     stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: pretrain.")] = None,
     method: Annotated[str, typer.Option(help="peel (elastic, the default), or a baseline fitted to --budget: "
-                                             "lightgcn, pmf, dlrm-ce.")] = "peel",
+                                             "lightgcn, pmf, dlrm-ce, lightrec.")] = "peel",
+    teacher: Annotated[Path | None, typer.Option(help="--method lightrec: a finished full-size LightGCN run of the "
+                                                      "config's D to distil (default: train one into OUT/teacher).")]
+    = None,
     budget: Annotated[str | None, typer.Option(help="The budget a fixed-size method is fitted to, e.g. 5MB-eq.")]
     = None,
     reference: Annotated[str | None, typer.Option(help="amazon-book or yelp2020, for an -eq budget (default: "
@@ -211,7 +214,7 @@ def train_command(
     if executor:
         cfg = dataclasses.replace(cfg, executor=executor)
     summary = _train_method(data, out, cfg, method=method, budget=budget, reference=reference, resume=resume,
-                            quiet=quiet, ablation=ablation, stop_after=stop_after)
+                            quiet=quiet, ablation=ablation, stop_after=stop_after, teacher=teacher)
     table = Table("stage", "seconds", title=f"run {out}" + (f" / ablation {ablation}" if ablation else ""))
     for stage, seconds in summary["seconds"].items():
         table.add_row(stage, f"{seconds:.1f}")
@@ -219,7 +222,8 @@ def train_command(
 
 
 def _train_method(data: str, out: Path, cfg: Any, *, method: str, budget: str | None, reference: str | None,
-                  resume: bool, quiet: bool, ablation: str | None, stop_after: str | None) -> dict[str, Any]:
+                  resume: bool, quiet: bool, ablation: str | None, stop_after: str | None,
+                  teacher: Path | None = None) -> dict[str, Any]:
     """Any registered method; the method refuses options it does not take, before anything is written."""
     from peel.budget import full_table_bytes, parse_budget
     from peel.methods import get_method
@@ -229,8 +233,9 @@ def _train_method(data: str, out: Path, cfg: Any, *, method: str, budget: str | 
     parsed = None if budget is None else parse_budget(
         budget, full_table_bytes=full_table_bytes(loaded.n_items, cfg.model.dim), n_items=loaded.n_items,
         reference=reference or loaded.name)
+    extra = {} if teacher is None else {"teacher": teacher}
     return chosen.fit(loaded, out, cfg, budget=parsed, data_path=path, resume=resume, progress=not quiet,
-                        ablation=ablation, stop_after=stop_after)
+                        ablation=ablation, stop_after=stop_after, **extra)
 
 
 @app.command("evaluate")

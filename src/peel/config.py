@@ -104,6 +104,9 @@ class PretrainConfig:
     # group keeps there under the global density order; trains the score scale across item groups that keep
     # different numbers of blocks (0 = off).
     allocation_budgets: int = 0
+    # With a teacher (LightRec): the weight of the mean squared distance of the batch's composed item vectors
+    # to the teacher's, on top of BPR
+    distillation: float = 1.0
 
     def nested_blocks(self, n_blocks: int) -> tuple[int, ...]:
         """The block counts of ``nested`` (ascending, within [1, n_blocks]); () when off."""
@@ -361,6 +364,7 @@ def validate(config: PeelConfig) -> None:
                        "pretrain.lambda_div": config.pretrain.lambda_div, "finetune.l2": config.finetune.l2,
                        "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads,
                        "pretrain.allocation_budgets": config.pretrain.allocation_budgets,
+                       "pretrain.distillation": config.pretrain.distillation,
                        **{f"pretrain.{name}": getattr(config.pretrain, name) for name in PRETRAIN_AUTO}}.items():
         if value < 0:
             raise ConfigError(f"config {key} must be >= 0, got {value}")
@@ -464,7 +468,8 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
 
 # Keys added after runs existed whose default is what every older run did (one row per item), so a
 # config.json without them is complete
-IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords")
+IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords",
+                "pretrain.distillation")
 
 
 def missing_keys(values: dict[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ the export, the benchmarks) names its files through :class:`RunLayout`, so the l
     summary.json    seconds per stage (written after each stage) and per user group
     log.txt
     pretrain/       checkpoint.pt (while running), embeddings.npz, result.json
+    teacher/        a distilled method's full-size teacher run, the same layout
     grouping.npz    item_group, user_group, centroids; grouping.json: their sizes
     finetune/       group_<g>.npz per user group (+ checkpoint_<g>.pt while running)
     ablations/<name>/   the same layout, one per ablation
@@ -69,6 +70,11 @@ class RunLayout:
     def embeddings(self) -> Path:
         """Stage a's final user and item vectors (what a fitted baseline scores with)."""
         return self.pretrain_dir / "embeddings.npz"
+
+    @property
+    def teacher(self) -> Path:
+        """The full-size run a distilled method (LightRec) trained as its teacher, when none was given."""
+        return self.root / "teacher"
 
     @property
     def pretrain_result(self) -> Path:

@@ -11,7 +11,7 @@ from peel.cli import app
 from peel.config import PeelConfig
 from peel.errors import BudgetError, ConfigError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
-from peel.methods import METHODS, device_bytes, fitted_dimension
+from peel.methods import METHODS, device_bytes, fitted_size, load_run
 from peel.methods.report import evaluate_runs
 from peel.training.pretrain import load_pretrained
 
@@ -21,26 +21,26 @@ CONFIG = PeelConfig().with_overrides(["pretrain.batch_size=512", "pretrain.lr=0.
 def test_fitted_dimension_by_hand():
     # 10 items + the user's vector = 11 rows of k floats of 4 bytes: 44 bytes per dimension
     assert device_bytes(10, 1) == 44
-    assert fitted_dimension(10, Budget(439)) == 9      # 396 <= 439 < 440
-    assert fitted_dimension(10, Budget(440)) == 10
+    assert fitted_size(10, Budget(439)) == 9      # 396 <= 439 < 440
+    assert fitted_size(10, Budget(440)) == 10
     with pytest.raises(BudgetError, match="smallest .* 44 bytes"):
-        fitted_dimension(10, Budget(43))
+        fitted_size(10, Budget(43))
 
 
 def test_dlrm_ce_fitted_dimension_by_hand():
     # 10 items, m = 2: Q holds 5 rows and R 2, + the user's vector: 8 rows of k floats, 32 bytes per dimension
     config = PeelConfig().with_overrides(["model.qr_buckets=2"])
-    assert fitted_dimension(10, Budget(100), config, "dlrm-ce") == 3      # 96 <= 100 < 128
-    assert fitted_dimension(10, Budget(128), config, "dlrm-ce") == 4
+    assert fitted_size(10, Budget(100), config, "dlrm-ce") == 3      # 96 <= 100 < 128
+    assert fitted_size(10, Budget(128), config, "dlrm-ce") == 4
     # concat: each table holds k/2 dims, so (5 + 2) * k/2 * 4 + 4k = 18k bytes, k even: 72 <= 100 < 108
     concat = config.with_overrides(["model.qr_op=concat"])
-    assert fitted_dimension(10, Budget(100), concat, "dlrm-ce") == 4
+    assert fitted_size(10, Budget(100), concat, "dlrm-ce") == 4
     with pytest.raises(BudgetError, match="smallest a DLRM-CE model of 10 items can meet: 36 bytes"):
-        fitted_dimension(10, Budget(35), concat, "dlrm-ce")
+        fitted_size(10, Budget(35), concat, "dlrm-ce")
     # m = 0: ⌈√10⌉ = 4 rows of R and 3 of Q, + the user's vector: 32 bytes per dimension
-    assert fitted_dimension(10, Budget(100), config.with_overrides(["model.qr_buckets=0"]), "dlrm-ce") == 3
+    assert fitted_size(10, Budget(100), config.with_overrides(["model.qr_buckets=0"]), "dlrm-ce") == 3
     # a large budget: the binary search finds the exact largest k
-    assert fitted_dimension(1000, Budget(10**7), config, "dlrm-ce") == 10**7 // ((500 + 2 + 1) * 4)
+    assert fitted_size(1000, Budget(10**7), config, "dlrm-ce") == 10**7 // ((500 + 2 + 1) * 4)
 
 
 def test_a_composed_item_table_refuses_what_a_device_cannot_compute():
@@ -132,3 +132,35 @@ def test_train_help_names_every_fitted_method():
     result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400", "TERM": "dumb"})
     listed = re.sub(r"\s+", " ", result.output)
     assert all(name in listed for name in METHODS if name != "peel"), listed
+
+
+def test_lightrec_fitted_codebooks_by_hand():
+    # 10 items, D = 8, W = 5 codewords (3-bit codes): B codebooks cost 5 * 8 * 4 = 160 bytes each, the codes
+    # ceil(10 * B * 3 / 8) bytes, the user's vector 32 bytes: B = 2 is 320 + 8 + 32 = 360, B = 3 is 480 + 12 + 32
+    config = PeelConfig().with_overrides(["model.n_blocks=1", "model.block_dim=8", "model.codewords=5"])
+    assert fitted_size(10, Budget(523), config, "lightrec") == 2
+    assert fitted_size(10, Budget(524), config, "lightrec") == 3
+    with pytest.raises(BudgetError, match="smallest a LightRec model of 10 items can meet: 196 bytes"):
+        fitted_size(10, Budget(195), config, "lightrec")   # 160 + 4 + 32
+
+
+def test_lightrec_distils_a_given_teacher_and_refuses_a_mismatched_one(small_data, tmp_path):
+    config = CONFIG.with_overrides(["model.n_blocks=2", "model.block_dim=4", "model.codewords=8",
+                                    "pretrain.max_epochs=3"])
+    budget = Budget(device_bytes(small_data.n_items, 4), label="half")
+    teacher = tmp_path / "teacher"
+    METHODS["lightgcn"].fit(small_data, teacher, config, budget=Budget(device_bytes(small_data.n_items, 8)),
+                            progress=False)
+    METHODS["lightrec"].fit(small_data, tmp_path / "student", config, budget=budget, progress=False, teacher=teacher)
+    info = json.loads((tmp_path / "student" / "method.json").read_text())
+    assert info["teacher"] == str(teacher) and not (tmp_path / "student" / "teacher").exists()
+    assert info["device_bytes"] <= budget.bytes
+    assert load_run(tmp_path / "student").composition.codebooks == info["codebooks"]
+    with pytest.raises(PeelError, match="the student needs 12 dims"):
+        METHODS["lightrec"].fit(small_data, tmp_path / "other", config.with_overrides(["model.n_blocks=3"]),
+                                budget=budget, progress=False, teacher=teacher)
+    assert not (tmp_path / "other").exists()  # refused before anything is written
+    for method in ("pmf", "peel"):
+        with pytest.raises(PeelError, match="--teacher applies to"):
+            METHODS[method].fit(small_data, tmp_path / method, config, progress=False, teacher=teacher,
+                                budget=None if method == "peel" else budget)

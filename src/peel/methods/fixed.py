@@ -30,27 +30,33 @@ from peel.run_layout import RunLayout, method_record
 
 @dataclass(frozen=True)
 class FixedSpec:
-    """A fitted method: its label, whether it propagates (LightGCN's layers) and how it stores item vectors."""
+    """A fitted method: its label, whether it propagates (LightGCN's layers), how it stores item vectors,
+    what the budget fits (``dim``: the largest k; ``codebooks``: the most codebooks B at the config's D and
+    W) and whether it is distilled from a full-size LightGCN of the config's D (its teacher)."""
 
     label: str
     propagates: bool
     item_table: str = "full"
+    fits: str = "dim"
+    teacher: bool = False
 
 
 FIXED_SPECS = {"lightgcn": FixedSpec("LightGCN", True), "pmf": FixedSpec("PMF", False),
-               "dlrm-ce": FixedSpec("DLRM-CE", False, "quotient_remainder")}
+               "dlrm-ce": FixedSpec("DLRM-CE", False, "quotient_remainder"),
+               "lightrec": FixedSpec("LightRec", False, "codebooks", fits="codebooks", teacher=True)}
 FIXED_METHODS = {name: spec.label for name, spec in FIXED_SPECS.items()}  # method name -> label in tables
 
 
-def fitted_config(config: PeelConfig, method: str, dim: int) -> PeelConfig:
-    """``config`` with one block of ``dim`` dims, no regularizer or nesting, the method's item table, and no
-    propagation unless the method propagates."""
+def fitted_config(config: PeelConfig, method: str, size: int) -> PeelConfig:
+    """``config`` fitted to ``size`` (k dims, or B codebooks of the config's D dims): one block, no regularizer
+    or nesting, the method's item table, and no propagation unless the method propagates."""
     if method not in FIXED_SPECS:
         raise PeelError(f"unknown fixed-size method {method!r}; known: {', '.join(FIXED_METHODS)}")
     spec, r = FIXED_SPECS[method], dataclasses.replace
     layers = config.model.layers if spec.propagates else 0
+    dim, codebooks = (size, config.model.codebooks) if spec.fits == "dim" else (config.model.dim, size)
     return r(config, model=r(config.model, n_blocks=1, block_dim=dim, layers=layers, embedding_dim=0,
-                             item_table=spec.item_table),
+                             item_table=spec.item_table, codebooks=codebooks),
              pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0, l2_full_prefix=0.0,
                         l2_full_prefix_race=""))
 
@@ -61,21 +67,22 @@ def model_device_bytes(config: PeelConfig, n_items: int) -> int:
     return device_bytes(n_items, config.model.dim) if composition is None else composition.device_bytes(n_items)
 
 
-def fitted_dimension(n_items: int, budget: Budget, config: PeelConfig | None = None, method: str = "lightgcn") -> int:
-    """The largest k whose device bytes fit ``budget`` (the full table: (|V| + 1) * k * 4); a budget below
-    the smallest k is refused with that minimum."""
+def fitted_size(n_items: int, budget: Budget, config: PeelConfig | None = None, method: str = "lightgcn") -> int:
+    """What the one fitting rule gives ``method``: the largest size (k dims, or B codebooks) whose device bytes
+    fit ``budget`` (a full table: (|V| + 1) * k * 4); a budget below the smallest size is refused with it."""
     config = config or PeelConfig()
-    concat = FIXED_SPECS[method].item_table == "quotient_remainder" and config.model.qr_op == "concat"
-    step = 2 if concat else 1  # concat splits k between two tables
+    spec = FIXED_SPECS[method]
+    step = 2 if spec.item_table == "quotient_remainder" and config.model.qr_op == "concat" else 1  # k split in two
+    what = "dimension" if spec.fits == "dim" else "codebook"
 
-    def cost(k: int) -> int:
-        return model_device_bytes(fitted_config(config, method, k), n_items)
+    def cost(size: int) -> int:
+        return model_device_bytes(fitted_config(config, method, size), n_items)
 
     if cost(step) > budget.bytes:
         smallest = cost(step)
         raise BudgetError(f"budget {budget} is below the smallest a {FIXED_METHODS[method]} model of {n_items:,} items "
-                          f"can meet: {smallest:,} bytes ({format_bytes(smallest)}, {step} dimension(s))")
-    low, high = 1, max(1, budget.bytes // (step * BYTES_PER_FLOAT))  # cost grows with k; the user vector alone is 4k
+                          f"can meet: {smallest:,} bytes ({format_bytes(smallest)}, {step} {what}(s))")
+    low, high = 1, max(1, budget.bytes // (step * BYTES_PER_FLOAT))  # cost grows with size by >= 4 bytes a step
     while low < high:  # the largest multiple j of step with cost(j * step) <= budget
         mid = (low + high + 1) // 2
         low, high = (mid, high) if cost(mid * step) <= budget.bytes else (low, mid - 1)
@@ -95,15 +102,25 @@ class FixedSizeMethod(Method):
             **options: Any) -> dict[str, Any]:
         from peel.training.pipeline import train
 
+        spec = FIXED_SPECS[self.name]
+        teacher = options.pop("teacher", None)
+        if teacher and not spec.teacher:
+            distilled = ", ".join(n for n, s in FIXED_SPECS.items() if s.teacher)
+            raise PeelError(f"--teacher applies to a distilled method ({distilled}), not --method {self.name}")
         if any(options.values()):
             raise PeelError(f"{', '.join('--' + k.replace('_', '-') for k, v in options.items() if v)} "
                             "apply to --method peel only")
         if budget is None:
             raise PeelError(f"--method {self.name} is fitted to one budget: give --budget, e.g. 5MB-eq")
-        dim = fitted_dimension(data.n_items, budget, config, self.name)
-        fitted = fitted_config(config, self.name, dim)
+        size = fitted_size(data.n_items, budget, config, self.name)
+        fitted = fitted_config(config, self.name, size)
+        record = method_record(self.name, budget, fitted.model.dim, model_device_bytes(fitted, data.n_items))
+        teacher_plan = None
+        if spec.teacher:  # a full-size LightGCN of D dims: given, or trained into RUN/teacher first
+            record.update(codebooks=size, teacher=str(teacher) if teacher else "teacher")
+            teacher_plan = (Path(teacher) if teacher else None, fitted_config(config, "lightgcn", fitted.model.dim))
         return train(data, out, fitted, data_path=data_path, resume=resume, progress=progress, stop_after="pretrain",
-                     method=method_record(self.name, budget, dim, model_device_bytes(fitted, data.n_items)))
+                     method=record, teacher=teacher_plan)
 
     def load(self, layout: RunLayout, *, overrides: list[str] | None = None) -> FixedSizeModel:
         if overrides:
@@ -131,8 +148,9 @@ class FixedSizeModel(TrainedModel):
         self.item_tensors = load_item_tensors(layout.embeddings) if self.composition is not None else {}
         budget_bytes = info.get("budget_bytes")
         self.fitted_budget = None if budget_bytes is None else Budget(int(budget_bytes), info.get("budget") or "")
-        size = f"D={self.dim}" + (f", m={self.composition.buckets}" if self.composition and
-                                  self.composition.type == "quotient_remainder" else "")
+        c = self.composition
+        size = f"D={self.dim}" + ("" if c is None else f", m={c.buckets}" if c.type == "quotient_remainder"
+                                  else f", B={c.codebooks}, W={c.codewords}")
         self.label = (f"{FIXED_METHODS[method]} fitted ({size})" if self.fitted_budget is not None
                       else f"{FIXED_METHODS[method]} (full size, {size})")
 

@@ -26,6 +26,8 @@ class PeelMethod(Method):
         :func:`peel.training.pipeline.train`."""
         from peel.training.pipeline import train
 
+        if options.pop("teacher", None) is not None:
+            raise PeelError("--teacher applies to --method lightrec, which distils a full-size model; PEEL has none")
         if budget is not None:
             raise PeelError("PEEL is elastic: it is trained once for every budget; give budgets to peel evaluate "
                             "(--budget is for a method fitted to one budget)")

@@ -48,8 +48,105 @@ class QuotientRemainderTable(nn.Module):
                 "qr_remainder": self.remainder.detach().numpy().copy()}
 
 
-def item_table(n_items: int, composition: Composition) -> nn.Module:
-    """The torch module of a composed item table."""
+
+
+class CodebookTable(nn.Module):
+    """LightRec's composite codes (Lian et al. 2020): item j is Σ_b C_b[c_b(j)], B codebooks of W codewords.
+
+    Codes are chosen by residual quantization of a trainable encoder vector e_j (initialized from the
+    teacher's item vector): codebook b takes the codeword nearest to what codebooks 0..b-1 left of e_j.
+    Training is straight-through: the forward value uses the hard codes (exactly what a device composes),
+    the backward pass the softmax over negative squared distances, so the codes, codewords and encoder
+    learn jointly. With a teacher, codebook b starts as k-means of the teacher items' residuals, and
+    :meth:`distillation` pulls each composed vector toward the teacher's.
+    """
+
+    def __init__(self, n_items: int, composition: Composition, teacher: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if composition.type != "codebooks":
+            raise ValueError(f"CodebookTable needs a codebooks composition, got {composition.type}")
+        self.composition, self.n_items = composition, n_items
+        b, w, dim = composition.codebooks, composition.codewords, composition.dim
+        self.encoder = nn.Parameter(torch.empty(n_items, dim))
+        self.codebooks = nn.Parameter(torch.empty(b, w, dim))
+        if teacher is None:
+            nn.init.normal_(self.encoder, std=INIT_STD)
+            nn.init.normal_(self.codebooks, std=INIT_STD / math.sqrt(b))
+            self.register_buffer("teacher", None)
+        else:
+            if tuple(teacher.shape) != (n_items, dim):
+                raise ValueError(f"teacher item vectors must be ({n_items}, {dim}), got {tuple(teacher.shape)}")
+            with torch.no_grad():
+                self.encoder.copy_(teacher)
+                self.codebooks.copy_(residual_kmeans(teacher, b, w))
+            self.register_buffer("teacher", teacher.clone())
+
+    def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        encoded = self.encoder if index is None else self.encoder.index_select(0, index)
+        residual, out = encoded, torch.zeros_like(encoded)
+        for book in self.codebooks:  # B is small; each step is one (items, W) distance matrix
+            distance = _squared_distances(residual, book)
+            hard = distance.argmin(dim=1)
+            chosen = book.index_select(0, hard)
+            if self.training:  # straight-through: value of the hard codeword, gradient of the soft mixture
+                soft = torch.softmax(-distance, dim=1) @ book
+                chosen = chosen + soft - soft.detach()
+            out = out + chosen
+            residual = residual - chosen
+        return out
+
+    def codes(self, chunk: int = 8192) -> np.ndarray:
+        """The hard codes (items, B) of every item, as the forward pass chooses them."""
+        out = np.empty((self.n_items, self.composition.codebooks), dtype=np.int64)
+        with torch.no_grad():
+            for start in range(0, self.n_items, chunk):
+                residual = self.encoder[start: start + chunk]
+                for b, book in enumerate(self.codebooks):
+                    hard = _squared_distances(residual, book).argmin(dim=1)
+                    out[start: start + chunk, b] = hard.numpy()
+                    residual = residual - book.index_select(0, hard)
+        return out
+
+    def distillation(self, index: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance of the composed ``vectors`` of ``index`` to the teacher's (0 without one)."""
+        if self.teacher is None:
+            return vectors.new_zeros(())
+        return (vectors - self.teacher.index_select(0, index)).pow(2).sum(dim=1).mean()
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        from peel.device.composed import pack_codes
+
+        books = self.codebooks.detach().numpy().reshape(-1, self.composition.dim).copy()
+        return {"codebooks": books, "codes": pack_codes(self.codes(), self.composition.code_bits)}
+
+
+def _squared_distances(x: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    """(items, W) squared distances of the rows of ``x`` to the codewords of ``book``."""
+    return (x.pow(2).sum(dim=1, keepdim=True) - 2 * x @ book.T + book.pow(2).sum(dim=1)[None, :]).clamp_min(0)
+
+
+def residual_kmeans(vectors: torch.Tensor, codebooks: int, codewords: int, iterations: int = 10) -> torch.Tensor:
+    """(B, W, D) codebooks by residual k-means: codebook b clusters what codebooks 0..b-1 left of ``vectors``.
+    Starts from distinct random rows (torch's seeded generator); an empty cluster keeps its codeword."""
+    residual = vectors.detach().clone()
+    books = []
+    for _ in range(codebooks):
+        start = torch.randperm(len(residual))[:codewords]
+        book = residual[start].clone()
+        if len(book) < codewords:  # fewer items than codewords: the spare codewords start at zero
+            book = torch.cat([book, book.new_zeros(codewords - len(book), book.shape[1])])
+        for _ in range(iterations):
+            assign = _squared_distances(residual, book).argmin(dim=1)
+            sums = torch.zeros_like(book).index_add_(0, assign, residual)
+            counts = torch.bincount(assign, minlength=codewords).to(book.dtype)[:, None]
+            book = torch.where(counts > 0, sums / counts.clamp_min(1), book)
+        residual = residual - book[_squared_distances(residual, book).argmin(dim=1)]
+        books.append(book)
+    return torch.stack(books)
+
+
+def item_table(n_items: int, composition: Composition, teacher: torch.Tensor | None = None) -> nn.Module:
+    """The torch module of a composed item table (``teacher``: item vectors a codebook table distils)."""
     if composition.type == "quotient_remainder":
         return QuotientRemainderTable(n_items, composition)
-    raise ValueError(f"no torch table for composition {composition.type!r} yet")
+    return CodebookTable(n_items, composition, teacher)

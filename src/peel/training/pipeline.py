@@ -61,7 +61,8 @@ def ablation_config(config: PeelConfig, name: str) -> PeelConfig:
 def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path: str | Path | None = None,
           resume: bool = False, progress: bool = True, ablation: str | None = None,
           stop_after: str | None = None, stage_a_from: str | Path | None = None,
-          method: dict[str, Any] | None = None) -> dict[str, Any]:
+          method: dict[str, Any] | None = None,
+          teacher: tuple[Path | None, PeelConfig] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole pipeline into ``out``; returns the summary written to summary.json.
 
     With ``ablation``, the run goes to ``out/ablations/<name>`` with the ablation's config, reusing
@@ -69,6 +70,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     ``stage_a_from``: a finished run (or a folder of runs with an ``ablations/`` beside) whose stage a
     is reused (hard-linked) when its model, pretraining config, seed and data equal this one's.
     ``method``: the run's method.json (default PEEL's); a fitted baseline passes its method and budget.
+    ``teacher``: (a finished full-size run, or None to train one into ``out/teacher`` with the given config)
+    whose final vectors stage a starts from and distils (LightRec).
     """
     out = Path(out)
     method = method or {"method": "peel"}
@@ -86,6 +89,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     source = data_source(data, data_path)
     if ablation is not None:  # an ablation is compared with its main run: the same data
         _check_same_data(parent, source)
+    if teacher is not None and teacher[0] is not None:  # a given teacher is checked before anything is written
+        _teacher_vectors(teacher[0], data, source, teacher[1].model.dim)
     _prepare_run_dir(out, config, source, method, resume=resume)
     if ablation is not None:
         _share_pretraining(parent, out, config)
@@ -95,23 +100,29 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     log.info("train %s: executor %s, threads %d%s", out, config.executor, config.threads,
              ", resume" if resume else "")
     try:
-        return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after)
+        return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after,
+                           teacher=teacher, data_path=data_path)
     finally:
         logging.getLogger("peel").removeHandler(handler)
         handler.close()
 
 
 def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bool, progress: bool,
-                stop_after: str | None) -> dict[str, Any]:
+                stop_after: str | None, teacher: tuple[Path | None, PeelConfig] | None = None,
+                data_path: str | Path | None = None) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     layout = RunLayout(out)
     embeddings = layout.embeddings
     if not embeddings.exists():
+        teacher_vectors = None
+        if teacher is not None:
+            teacher_vectors = _teacher(data, out, *teacher, resume=resume, progress=progress, data_path=data_path)
+            timings["teacher"] = time.perf_counter() - t0
         layout.pretrain_dir.mkdir(parents=True, exist_ok=True)
         result = pretrain(data, model_config=config.model, config=config.pretrain, seed=config.seed,
                           checkpoint=layout.pretrain_checkpoint, resume=resume, progress=progress,
-                          allocations=_allocations(data, config))
+                          allocations=_allocations(data, config), teacher=teacher_vectors)
         result.save(embeddings)
         write_json_atomic(layout.pretrain_result, {
             "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
@@ -119,7 +130,7 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
             **({"l2_full_prefix": result.l2_full_prefix, "race": {f"{v:g}": score for v, score in result.race.items()}}
                if result.race else {})})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
-        timings["pretrain"] = time.perf_counter() - t0
+        timings["pretrain"] = time.perf_counter() - t0 - timings.get("teacher", 0.0)
         _write_summary(out, timings, groups=[])  # each finished stage's time survives a later kill
     user_vectors, item_vectors = load_pretrained(embeddings)
     if stop_after == "pretrain":
@@ -137,6 +148,35 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     if pending < len(groups):
         timings["finetune"] = time.perf_counter() - t2
     return _write_summary(out, timings, groups=groups)
+
+
+def _teacher(data: Interactions, out: Path, run: Path | None, config: PeelConfig, *, resume: bool, progress: bool,
+             data_path: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """The final (user, item) vectors of the teacher: the given finished run (checked: this data, the
+    config's D), or a full-size run trained into ``out/teacher`` (resumable) with ``config``."""
+    if run is None:
+        run = RunLayout(out).teacher
+        if not RunLayout(run).embeddings.exists():
+            dim = config.model.dim
+            log.info("teacher: training a full-size LightGCN of D = %d into %s", dim, run)
+            train(data, run, config, data_path=data_path, resume=resume or RunLayout(run).config.exists(),
+                  progress=progress, stop_after="pretrain",
+                  method=method_record("lightgcn", None, dim, device_bytes(data.n_items, dim)))
+    return _teacher_vectors(run, data, data_source(data, data_path), config.model.dim)
+
+
+def _teacher_vectors(run: Path, data: Interactions, source: dict[str, Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A teacher run's final vectors, refused unless it is finished, on this data, with ``dim`` dims."""
+    layout = RunLayout(run)
+    if not layout.embeddings.exists():
+        raise PeelError(f"teacher {run} holds no finished stage a ({layout.embeddings} is missing)")
+    _check_same_data(run, source)
+    users, items = load_pretrained(layout.embeddings)
+    if items.shape != (data.n_items, dim) or users.shape != (data.n_users, dim):
+        raise PeelError(f"teacher {run} holds {items.shape[1]}-dim vectors of {len(users)} users and "
+                        f"{len(items)} items; the student needs {dim} dims (model.n_blocks * model.block_dim) "
+                        f"on {data.n_users} users and {data.n_items} items")
+    return users, items
 
 
 def _allocations(data: Interactions, config: PeelConfig) -> tuple[np.ndarray, np.ndarray] | None:

@@ -64,16 +64,20 @@ def load_item_tensors(path: Path) -> dict[str, np.ndarray]:
 
 def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
              checkpoint: Path | None = None, resume: bool = False, progress: bool = False,
-             allocations: tuple[np.ndarray, np.ndarray] | None = None) -> PretrainResult:
+             allocations: tuple[np.ndarray, np.ndarray] | None = None,
+             teacher: tuple[np.ndarray, np.ndarray] | None = None) -> PretrainResult:
     """Train LightGCN (blocks + diversity regularizer) and return the final embeddings of the best epoch.
 
     ``allocations``: (item group of every item, (budgets, G_v) leading blocks kept per item group) for
     ``config.allocation_budgets``; each triple is then also scored as a device at one of those budgets.
     With nested blocks, early stopping follows the mean validation Recall@50 of the smallest, middle and
     full nested prefix. With ``config.l2_full_prefix_race``, the full-prefix L2 is raced first (:func:`_race`).
+    ``teacher``: a trained model's final (user, item) vectors that the user embeddings start from and a
+    codebook item table distils (LightRec).
     """
     candidates = config.race_candidates(model_config.n_blocks)
-    kwargs = dict(data=data, model_config=model_config, seed=seed, progress=progress, allocations=allocations)
+    kwargs = dict(data=data, model_config=model_config, seed=seed, progress=progress, allocations=allocations,
+                  teacher=teacher)
     if not candidates:
         return _pretrain_once(config=config, checkpoint=checkpoint, resume=resume, **kwargs)
     if checkpoint is not None:
@@ -113,15 +117,24 @@ def _race_checkpoint(checkpoint: Path, value: float) -> Path:
 
 def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
                    checkpoint: Path | None, resume: bool, progress: bool,
-                   allocations: tuple[np.ndarray, np.ndarray] | None) -> PretrainResult:
+                   allocations: tuple[np.ndarray, np.ndarray] | None,
+                   teacher: tuple[np.ndarray, np.ndarray] | None = None) -> PretrainResult:
     config = config.resolved(data.count("train"))
     torch.manual_seed(seed)
     train = data.csr("train")
     adjacency = normalized_adjacency(train) if model_config.layers > 0 else None
     composition = model_config.composition(data.n_items)
+    teacher_items = None if teacher is None else torch.from_numpy(np.asarray(teacher[1], dtype=np.float32))
+    table = item_table(data.n_items, composition, teacher_items) if composition else None
     model = LightGCN(data.n_users, data.n_items, n_blocks=model_config.n_blocks, block_dim=model_config.block_dim,
                      layers=model_config.layers, layer_combination=model_config.layer_combination,
-                     adjacency=adjacency, item_table=item_table(data.n_items, composition) if composition else None)
+                     adjacency=adjacency, item_table=table)
+    if teacher is not None:
+        if teacher[0].shape != tuple(model.user_embedding.shape):
+            raise ValueError(f"teacher user vectors must be {tuple(model.user_embedding.shape)}, "
+                             f"got {teacher[0].shape}")
+        with torch.no_grad():
+            model.user_embedding.copy_(torch.from_numpy(np.asarray(teacher[0], dtype=np.float32)))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sampler = TripleSampler(train)
     valid_users = evaluation_users(data, "valid")
@@ -142,7 +155,8 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
 
     def step(batch: list[torch.Tensor]) -> torch.Tensor:
         kept = (batch[3], batch[4]) if len(batch) == 5 else None
-        return model.loss(*batch[:3], l2=l2, lambda_div=config.lambda_div, nested=nested, kept=kept)
+        return model.loss(*batch[:3], l2=l2, lambda_div=config.lambda_div, nested=nested, kept=kept,
+                          distillation=config.distillation if teacher is not None else 0.0)
 
     def validate() -> float:
         users, items = model.final_embeddings()
@@ -156,6 +170,7 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
                max_epochs=config.max_epochs, patience=config.patience, eval_every=config.eval_every,
                lr_decay=config.lr_decay, lr_patience=config.lr_patience, checkpoint=checkpoint, resume=resume,
                progress=progress, desc="pretrain")
+    model.eval()  # a codebook table composes its exact hard codes only outside training
     with torch.no_grad():
         users, items = model.final_embeddings()
     tensors = model.item_table.tensors() if model.item_table is not None else {}
