@@ -1,7 +1,9 @@
-"""The tuning grid every fixed-size baseline gets, on validation at one budget (5MB-eq): the L2 weight
-first, then learning rate x batch at the best L2. Every configuration has the same epoch cap and early
+"""The tuning grid every fitted baseline gets, on validation at one budget (5MB-eq): the L2 weight
+first, then learning rate x batch at the best L2, then the method's own structure (STRUCTURE_GRID: e.g.
+DLRM-CE's m, LightRec's W) at the best of those. Every configuration has the same epoch cap and early
 stopping (so the same cap on training triples); the winner (best validation NDCG@50) is what
-benchmarks/fitted.py trains at every budget.
+benchmarks/compare.py trains at every budget. ``--methods`` tunes some methods and keeps the committed
+results of the others.
 
     python benchmarks/tuning.py --data ../shared/data/yelp2018-sub --runs runs/tuning-yelp
 
@@ -12,6 +14,7 @@ each configuration's validation score and training seconds, and the grid's total
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,15 @@ GRID_CENTRE = ["pretrain.lr_at_65536=0.02"]
 # (batch multiplier, lr multiplier) at the best L2, around the data-derived default (PretrainConfig.resolved):
 # half and twice the learning rate, and a quarter of the batch with the sqrt rule's half learning rate
 LR_BATCH_GRID = ((1, 0.5), (1, 2.0), (0.25, 0.5))
+# The method's own structure, tried at the best L2, batch and lr (the first setting is the config's default,
+# which the grids above use): methods.md's (k, m) grid of DLRM-CE (k follows from m and the budget), the
+# codewords of LightRec (B follows), the search length of the per-item dims searches
+STRUCTURE_GRID: dict[str, tuple[str, ...]] = {
+    "dlrm-ce": ("model.qr_buckets=4", "model.qr_buckets=0", "model.qr_op=add"),
+    "lightrec": ("model.codewords=16", "model.codewords=64"),
+    "esapn": ("pretrain.search_epochs=60",),
+    "autoemb": ("pretrain.search_epochs=60",),
+}
 
 
 def overrides_for(config: PeelConfig, n_train: int, l2: float, batch_factor: float, lr_factor: float) -> list[str]:
@@ -68,14 +80,15 @@ def tune(data: Any, data_path: str, runs: Path, method: str) -> dict[str, Any]:
     rows += [run_config(data, data_path, runs, method, overrides_for(config, n_train, best_l2, b, lr))
              for b, lr in LR_BATCH_GRID]
     best = max(rows, key=lambda r: r["valid_ndcg@50"])
+    rows += [run_config(data, data_path, runs, method, best["overrides"] + [extra])
+             for extra in STRUCTURE_GRID.get(method, ())]
+    best = max(rows, key=lambda r: r["valid_ndcg@50"])
     return {"method": method, "rows": rows, "best": best["overrides"],
             "grid_seconds": sum(r["seconds"] or 0 for r in rows)}
 
 
 def chosen_overrides(dataset: str, method: str, results_dir: Path = RESULTS_DIR) -> list[str]:
     """The winning overrides of a finished tuning run (benchmarks/results/tuning_<dataset>.json)."""
-    import json
-
     path = results_dir / f"tuning_{dataset}.json"
     tuned = {t["method"]: t for t in json.loads(path.read_text())["methods"]}
     return tuned[method]["best"]
@@ -86,17 +99,18 @@ def markdown(payload: dict[str, Any]) -> str:
              f"L2 in {list(L2_GRID)} at the data-derived batch and learning rate, then (batch, lr) x "
              f"{[list(p) for p in LR_BATCH_GRID]} of the defaults at the best L2; same epoch cap and early stopping "
              "for all. **Bold**: the winner, trained at every budget by benchmarks/compare.py.", "",
-             "| method | l2 | batch | lr | valid NDCG@50 | valid Recall@50 | best epoch (run) | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | l2 | batch | lr | structure | valid NDCG@50 | valid Recall@50 | best epoch (run) | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for tuned in payload["methods"]:
         for r in tuned["rows"]:
             values = dict(o.split("=", 1) for o in r["overrides"])
             mark = "**" if r["overrides"] == tuned["best"] else ""
+            structure = ", ".join(o for o in r["overrides"][3:])
             lines.append(f"| {mark}{FIXED_METHODS[r['method']]}{mark} | {values['pretrain.l2']} | "
-                         f"{values['pretrain.batch_size']} | {values['pretrain.lr']} | {mark}{r['valid_ndcg@50']:.5f}"
-                         f"{mark} | {r['valid_recall@50']:.5f} | {r['best_epoch']} ({r['epochs_run']}) | "
-                         f"{r['seconds'] or math.nan:.0f} |")
-        lines.append(f"| {FIXED_METHODS[tuned['method']]}: grid time | | | | | | | {tuned['grid_seconds']:.0f} |")
+                         f"{values['pretrain.batch_size']} | {values['pretrain.lr']} | {structure} | "
+                         f"{mark}{r['valid_ndcg@50']:.5f}{mark} | {r['valid_recall@50']:.5f} | "
+                         f"{r['best_epoch']} ({r['epochs_run']}) | {r['seconds'] or math.nan:.0f} |")
+        lines.append(f"| {FIXED_METHODS[tuned['method']]}: grid time | | | | | | | | {tuned['grid_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -107,8 +121,13 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(FIXED_METHODS))
     args = parser.parse_args()
     data = load(args.data)
-    payload = {"dataset": data.name, "budget": f"{TUNING_BUDGET}-eq",
-               "methods": [tune(data, args.data, args.runs, m) for m in args.methods.split(",")]}
+    methods = [m for m in args.methods.split(",") if m]
+    if unknown := set(methods) - set(FIXED_METHODS):
+        parser.error(f"--methods: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(FIXED_METHODS)}")
+    tuned = {m: tune(data, args.data, args.runs, m) for m in methods}
+    path = RESULTS_DIR / f"tuning_{data.name}.json"
+    kept = [t for t in json.loads(path.read_text())["methods"] if t["method"] not in tuned] if path.exists() else []
+    payload = {"dataset": data.name, "budget": f"{TUNING_BUDGET}-eq", "methods": kept + list(tuned.values())}
     write_result(f"tuning_{data.name}", payload, markdown(payload))
     print(markdown(payload))
 

@@ -194,7 +194,7 @@ def train_command(
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
     stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: pretrain.")] = None,
     method: Annotated[str, typer.Option(help="peel (elastic, the default), or a baseline fitted to --budget: "
-                                             "lightgcn, pmf, dlrm-ce, lightrec.")] = "peel",
+                                             "lightgcn, pmf, dlrm-ce, lightrec, esapn, autoemb.")] = "peel",
     teacher: Annotated[Path | None, typer.Option(help="--method lightrec: a finished full-size LightGCN run of the "
                                                       "config's D to distil (default: train one into OUT/teacher).")]
     = None,

@@ -107,6 +107,8 @@ class PretrainConfig:
     # With a teacher (LightRec): the weight of the mean squared distance of the batch's composed item vectors
     # to the teacher's, on top of BPR
     distillation: float = 1.0
+    # The multi-dimensional baselines (ESAPN, AutoEmb): epochs of the per-item dims search before training
+    search_epochs: int = 30
 
     def nested_blocks(self, n_blocks: int) -> tuple[int, ...]:
         """The block counts of ``nested`` (ascending, within [1, n_blocks]); () when off."""
@@ -349,7 +351,7 @@ def validate(config: PeelConfig) -> None:
         "finetune.controller_hidden": config.finetune.controller_hidden,
         "finetune.density_decay": config.finetune.density_decay,
         "pretrain.lr_patience": config.pretrain.lr_patience, "pretrain.lr_at_65536": config.pretrain.lr_at_65536,
-        "pretrain.race_epochs": config.pretrain.race_epochs,
+        "pretrain.race_epochs": config.pretrain.race_epochs, "pretrain.search_epochs": config.pretrain.search_epochs,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -469,7 +471,7 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
 # Keys added after runs existed whose default is what every older run did (one row per item), so a
 # config.json without them is complete
 IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords",
-                "pretrain.distillation")
+                "pretrain.distillation", "pretrain.search_epochs")
 
 
 def missing_keys(values: dict[str, Any]) -> list[str]:

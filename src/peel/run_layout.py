@@ -8,7 +8,7 @@ the export, the benchmarks) names its files through :class:`RunLayout`, so the l
     method.json     which registered method trained the run, and the budget it was fitted to
     summary.json    seconds per stage (written after each stage) and per user group
     log.txt
-    pretrain/       checkpoint.pt (while running), embeddings.npz, result.json
+    pretrain/       checkpoint.pt (while running), embeddings.npz, result.json; search.npz (ESAPN, AutoEmb)
     teacher/        a distilled method's full-size teacher run, the same layout
     grouping.npz    item_group, user_group, centroids; grouping.json: their sizes
     finetune/       group_<g>.npz per user group (+ checkpoint_<g>.pt while running)
@@ -70,6 +70,15 @@ class RunLayout:
     def embeddings(self) -> Path:
         """Stage a's final user and item vectors (what a fitted baseline scores with)."""
         return self.pretrain_dir / "embeddings.npz"
+
+    @property
+    def search(self) -> Path:
+        """A multi-dimensional baseline's searched per-item dims, before they are fitted to the budget."""
+        return self.pretrain_dir / "search.npz"
+
+    @property
+    def search_checkpoint(self) -> Path:
+        return self.pretrain_dir / "search-checkpoint.pt"
 
     @property
     def teacher(self) -> Path:

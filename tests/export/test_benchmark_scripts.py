@@ -166,6 +166,13 @@ def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:
     # n_train 2M: auto batch 2^round(log2(250k)) capped at 65536, lr 2e-2; a quarter batch at half the lr
     assert overrides == ["pretrain.l2=0.1", "pretrain.batch_size=16384", "pretrain.lr=0.01"]
     assert tuning.config_name(overrides) == "l20.1_batch_size16384_lr0.01"
+    # every method's own structural grid names a registered method and valid config keys
+    from peel.methods import FIXED_METHODS
+
+    assert set(tuning.STRUCTURE_GRID) <= set(FIXED_METHODS)
+    for extras in tuning.STRUCTURE_GRID.values():
+        for extra in extras:
+            PeelConfig().with_overrides([extra])
 
 
 def test_elastic_probe_splits_a_variant_into_training_device_and_shared_stage_a(tmp_path) -> None:

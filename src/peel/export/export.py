@@ -112,40 +112,58 @@ def _index(run_path: Path, data: Interactions, *, device: dict[str, str], n_user
 
 def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, out_dir: str | os.PathLike[str], *,
                  data: Interactions, method: str, history: bool = True, overwrite: bool = False,
-                 composition: Composition | None = None, item_tensors: dict[str, np.ndarray] | None = None) -> Path:
-    """A fixed-size model's export (``peel train --method``): one bundle with G_v = N = 1 and d = k, and
-    every user in user group 0. Its charged bytes are (|V| + 1) * k * 4, what it was fitted to; with a
-    ``composition`` (DLRM-CE) the bundle holds ``item_tensors`` instead of the item vectors, and charges them."""
+                 composition: Composition | None = None, item_tensors: dict[str, np.ndarray] | None = None,
+                 item_dims: np.ndarray | None = None, block_dim: int = 0) -> Path:
+    """A fitted model's export (``peel train --method``): one bundle, every user in user group 0.
+
+    A full table: G_v = N = 1, d = k, charged (|V| + 1) * k * 4. With a ``composition`` (DLRM-CE,
+    LightRec) the bundle holds ``item_tensors`` instead of the item vectors, and charges them. With
+    ``item_dims`` (ESAPN, AutoEmb) the items of one dim form an item group holding that many dims as
+    blocks of ``block_dim``, scored by Eq. 10's masked dot product with no normalizer, and every kept float
+    is charged, + the user's vector."""
     users, items = user_vectors, item_vectors  # short names for the lines below
     if (len(users), len(items)) != (data.n_users, data.n_items):
         raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run {run} "
                         f"was trained on {len(users)} users and {len(items)} items")
     meta = {"run": str(run), "dataset": data.name, "method": method, "peel_version": peel.__version__,
-            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()}
+            "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(), "user_group": 0}
     dim = items.shape[1]
+    shape = {"n_item_groups": 1, "n_blocks": 1, "block_dim": dim}
+    device = {"eq10": "masked", "eq10_scale": "sqrt", "blocks": "raw"}
     out = Path(out_dir)
     with atomic_directory(out, overwrite=overwrite, inputs=_inputs(run)) as tmp:
-        if composition is None:
-            size = write_items_bundle(tmp / group_file(0), blocks=items.reshape(len(items), 1, dim),
-                                      item_group=np.zeros(len(items), dtype=np.int64), unit_order=[[0, 0]],
-                                      item_ids=data.item_ids, metadata={**meta, "user_group": 0})
+        path = tmp / group_file(0)
+        if composition is not None:
+            size = write_composed_bundle(path, composition=composition, tensors=item_tensors or {},
+                                         n_items=len(items), item_ids=data.item_ids, metadata=meta)
+            unit, charged, n_units = composition.item_bytes(len(items)), composition.device_bytes(len(items)), 0
+        elif item_dims is not None:
+            classes = np.unique(item_dims)
+            group = np.searchsorted(classes, item_dims)
+            kept = classes // block_dim
+            order = [(g, 0) for g in range(len(classes))] + [(g, b) for g in range(len(classes))
+                                                             for b in range(1, int(kept[g]))]
+            shape = {"n_item_groups": len(classes), "n_blocks": dim // block_dim, "block_dim": block_dim}
+            device["eq10_scale"] = "none"
+            size = write_items_bundle(path, blocks=items.reshape(len(items), dim // block_dim, block_dim),
+                                      item_group=group, unit_order=order, item_ids=data.item_ids, eq10_scale="none",
+                                      n_item_groups=len(classes), metadata=meta)
+            unit = int(np.sum(item_dims)) * BYTES_PER_FLOAT
+            charged, n_units = unit + dim * BYTES_PER_FLOAT, len(order)
         else:
-            size = write_composed_bundle(tmp / group_file(0), composition=composition, tensors=item_tensors or {},
-                                         n_items=len(items), item_ids=data.item_ids, metadata={**meta, "user_group": 0})
+            size = write_items_bundle(path, blocks=items.reshape(len(items), 1, dim),
+                                      item_group=np.zeros(len(items), dtype=np.int64), unit_order=[[0, 0]],
+                                      item_ids=data.item_ids, metadata=meta)
+            unit, charged, n_units = len(items) * dim * BYTES_PER_FLOAT, device_bytes(len(items), dim), 1
         train = data.csr("train")
         users_bytes = write_users_file(
             tmp / USERS_NAME, user_vectors=users, user_group=np.zeros(len(users), dtype=np.int64),
             n_items=data.n_items, user_ids=data.user_ids, n_user_groups=1,
-            history=(train.indptr, train.indices) if history else None, metadata=meta)
-        unit = data.n_items * dim * BYTES_PER_FLOAT if composition is None else composition.item_bytes(data.n_items)
-        charged = device_bytes(data.n_items, dim) if composition is None else composition.device_bytes(data.n_items)
-        n_units = 1 if composition is None else 0  # a composed bundle has no units
+            history=(train.indptr, train.indices) if history else None, metadata={**meta, "user_group": None})
         entry = {"user_group": 0, "file": group_file(0), "users": data.n_users, "units_stored": n_units,
-                 "units_total": n_units,
-                 "minimum_bytes": charged, "charged_bytes_full": charged, "charged_bytes_stored": charged,
-                 "file_bytes": size, "overhead_bytes": size - unit}
-        write_json_atomic(tmp / INDEX_NAME, _index(
-            run, data, device={"eq10": "masked", "eq10_scale": "sqrt", "blocks": "raw"}, n_user_groups=1,
-            n_item_groups=1, n_blocks=1, block_dim=dim, budget=None, entries=[entry], users_bytes=users_bytes,
-            history=history))
+                 "units_total": n_units, "minimum_bytes": charged, "charged_bytes_full": charged,
+                 "charged_bytes_stored": charged, "file_bytes": size, "overhead_bytes": size - unit}
+        write_json_atomic(tmp / INDEX_NAME, _index(run, data, device=device, **shape, n_user_groups=1, budget=None,
+                                                   entries=[entry],
+                                                   users_bytes=users_bytes, history=history))
     return out

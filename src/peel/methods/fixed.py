@@ -1,14 +1,17 @@
-"""Baselines fitted to one budget (methods.md, Baselines): LightGCN, PMF and DLRM-CE.
+"""Baselines fitted to one budget (methods.md, Baselines): LightGCN, PMF, DLRM-CE, LightRec, ESAPN, AutoEmb.
 
-Each is stage a's code with one block of k dims and no diversity regularizer: LightGCN propagates,
-PMF does not (layers = 0), DLRM-CE is PMF with its item vectors composed from quotient–remainder tables
-(``model.item_table``, m = ``model.qr_buckets`` items per quotient row). The fitting rule is one for all:
-k is the largest dimension whose device bytes fit the budget, counting everything a device holds to
-rank all items for one user: the item table ((|V| + 1) * k * 4 with the user's vector) or the composed
-tables (:meth:`peel.device.composed.Composition.device_bytes`). All train with BPR through the one
-training loop, with early stopping on validation, into a run directory whose ``method.json`` records
-the method, the budget, the fitted dimension and the device bytes. Without a budget the model is full
-size (the config's D): the full-size LightGCN of the paper's tables.
+Each is stage a's code with no diversity regularizer or nesting, described by a :class:`FixedSpec`:
+LightGCN propagates, PMF does not (layers = 0); DLRM-CE is PMF with item vectors composed from
+quotient–remainder tables, LightRec PMF with codebooks distilled from a full-size LightGCN
+(``model.item_table``); ESAPN and AutoEmb are LightGCN with per-item dims found by a search
+(:mod:`peel.training.search`). The fitting rule is one for all: the largest size (k dims, or B
+codebooks) whose device bytes fit the budget, counting everything a device holds to rank all items for
+one user, the user's vector included: (|V| + 1) * k * 4 for a full table, the composed tensors
+(:meth:`peel.device.composed.Composition.device_bytes`), or Σ_j dims_j + D floats (fitted after the
+search, :func:`peel.training.search.fit_item_dims`). All train with BPR through the one training loop,
+with early stopping on validation, into a run directory whose ``method.json`` records the method, the
+budget, the dimension and the device bytes. Without a budget the model is full size (the config's D):
+the full-size LightGCN of the paper's tables.
 """
 
 from __future__ import annotations
@@ -39,23 +42,34 @@ class FixedSpec:
     item_table: str = "full"
     fits: str = "dim"
     teacher: bool = False
+    search: str = ""  # fits "item_dims": the search that gives each item its dims (peel.training.search)
 
 
 FIXED_SPECS = {"lightgcn": FixedSpec("LightGCN", True), "pmf": FixedSpec("PMF", False),
                "dlrm-ce": FixedSpec("DLRM-CE", False, "quotient_remainder"),
-               "lightrec": FixedSpec("LightRec", False, "codebooks", fits="codebooks", teacher=True)}
+               "lightrec": FixedSpec("LightRec", False, "codebooks", fits="codebooks", teacher=True),
+               "esapn": FixedSpec("ESAPN", True, fits="item_dims", search="esapn"),
+               "autoemb": FixedSpec("AutoEmb", True, fits="item_dims", search="autoemb")}
+SMALLEST_ITEM_DIM = 2  # per-item dims: the smallest candidate, and the block every candidate is a multiple of
 FIXED_METHODS = {name: spec.label for name, spec in FIXED_SPECS.items()}  # method name -> label in tables
 
 
 def fitted_config(config: PeelConfig, method: str, size: int) -> PeelConfig:
     """``config`` fitted to ``size`` (k dims, or B codebooks of the config's D dims): one block, no regularizer
-    or nesting, the method's item table, and no propagation unless the method propagates."""
+    or nesting, the method's item table, and no propagation unless the method propagates. Per-item dims
+    keep the config's D as blocks of the smallest candidate (a device keeps whole blocks)."""
     if method not in FIXED_SPECS:
         raise PeelError(f"unknown fixed-size method {method!r}; known: {', '.join(FIXED_METHODS)}")
     spec, r = FIXED_SPECS[method], dataclasses.replace
     layers = config.model.layers if spec.propagates else 0
     dim, codebooks = (size, config.model.codebooks) if spec.fits == "dim" else (config.model.dim, size)
-    return r(config, model=r(config.model, n_blocks=1, block_dim=dim, layers=layers, embedding_dim=0,
+    n_blocks, block_dim = 1, dim
+    if spec.fits == "item_dims":
+        codebooks, block_dim = config.model.codebooks, min(SMALLEST_ITEM_DIM, dim)
+        if dim % block_dim:
+            raise PeelError(f"--method {method}: D = {dim} must be a multiple of the smallest item dim {block_dim}")
+        n_blocks = dim // block_dim
+    return r(config, model=r(config.model, n_blocks=n_blocks, block_dim=block_dim, layers=layers, embedding_dim=0,
                              item_table=spec.item_table, codebooks=codebooks),
              pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0, l2_full_prefix=0.0,
                         l2_full_prefix_race=""))
@@ -72,6 +86,11 @@ def fitted_size(n_items: int, budget: Budget, config: PeelConfig | None = None, 
     fit ``budget`` (a full table: (|V| + 1) * k * 4); a budget below the smallest size is refused with it."""
     config = config or PeelConfig()
     spec = FIXED_SPECS[method]
+    if spec.fits == "item_dims":  # the dims are fitted after the search; here only the minimum is checked
+        from peel.training.search import check_item_dims_budget
+
+        check_item_dims_budget(n_items, budget.bytes, min(SMALLEST_ITEM_DIM, config.model.dim), config.model.dim)
+        return config.model.dim
     step = 2 if spec.item_table == "quotient_remainder" and config.model.qr_op == "concat" else 1  # k split in two
     what = "dimension" if spec.fits == "dim" else "codebook"
 
@@ -114,13 +133,15 @@ class FixedSizeMethod(Method):
             raise PeelError(f"--method {self.name} is fitted to one budget: give --budget, e.g. 5MB-eq")
         size = fitted_size(data.n_items, budget, config, self.name)
         fitted = fitted_config(config, self.name, size)
-        record = method_record(self.name, budget, fitted.model.dim, model_device_bytes(fitted, data.n_items))
+        item_dims = (spec.search, budget.bytes) if spec.search else None
+        record = method_record(self.name, budget, fitted.model.dim,  # per-item dims: known after the search
+                               None if item_dims else model_device_bytes(fitted, data.n_items))
         teacher_plan = None
         if spec.teacher:  # a full-size LightGCN of D dims: given, or trained into RUN/teacher first
             record.update(codebooks=size, teacher=str(teacher) if teacher else "teacher")
             teacher_plan = (Path(teacher) if teacher else None, fitted_config(config, "lightgcn", fitted.model.dim))
         return train(data, out, fitted, data_path=data_path, resume=resume, progress=progress, stop_after="pretrain",
-                     method=record, teacher=teacher_plan)
+                     method=record, teacher=teacher_plan, item_dims=item_dims)
 
     def load(self, layout: RunLayout, *, overrides: list[str] | None = None) -> FixedSizeModel:
         if overrides:
@@ -145,16 +166,23 @@ class FixedSizeModel(TrainedModel):
         self.dim = int(self.item_vectors.shape[1])
         # a composed item table (DLRM-CE): what the export writes; item_vectors are its composition
         self.composition = layout.read_config().model.composition(len(self.item_vectors))
-        self.item_tensors = load_item_tensors(layout.embeddings) if self.composition is not None else {}
+        self.item_tensors = load_item_tensors(layout.embeddings)
+        self.item_dims = self.item_tensors.pop("item_dims", None)  # per-item dims (ESAPN, AutoEmb)
         budget_bytes = info.get("budget_bytes")
         self.fitted_budget = None if budget_bytes is None else Budget(int(budget_bytes), info.get("budget") or "")
         c = self.composition
         size = f"D={self.dim}" + ("" if c is None else f", m={c.buckets}" if c.type == "quotient_remainder"
                                   else f", B={c.codebooks}, W={c.codewords}")
+        if self.item_dims is not None:
+            size = f"D<={self.dim}, mean {self.item_dims.mean():.1f}"
         self.label = (f"{FIXED_METHODS[method]} fitted ({size})" if self.fitted_budget is not None
                       else f"{FIXED_METHODS[method]} (full size, {size})")
 
     def device_bytes(self, budget: Budget | None) -> int:
+        if self.item_dims is not None:
+            from peel.training.search import item_dims_bytes
+
+            return item_dims_bytes(self.item_dims, self.dim)
         if self.composition is not None:
             return self.composition.device_bytes(len(self.item_vectors))
         return device_bytes(len(self.item_vectors), self.dim)
@@ -171,4 +199,5 @@ class FixedSizeModel(TrainedModel):
                             "(--max-budget and --groups apply to PEEL runs)")
         return export_fixed(self.layout.root, self.user_vectors, self.item_vectors, out, data=data, method=self.method,
                             history=history, overwrite=overwrite, composition=self.composition,
-                            item_tensors=self.item_tensors)
+                            item_tensors=self.item_tensors, item_dims=self.item_dims,
+                            block_dim=self.layout.read_config().model.block_dim)

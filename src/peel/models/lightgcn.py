@@ -39,6 +39,11 @@ class LightGCN(nn.Module):
         if layers > 0 and adjacency is None:
             raise ValueError("LightGCN with layers > 0 needs the normalized adjacency")
         self.adjacency = adjacency
+        # per-item dimensions (ESAPN, AutoEmb): item j scores with the first item_dims[j] coordinates of its
+        # final vector, what a device holding only those computes (None: every item uses all D)
+        self.item_dims: torch.Tensor | None = None
+        # a soft (items, D) multiplier of the final item vectors (AutoEmb's search: weights over candidate dims)
+        self.item_scale: torch.Tensor | None = None
 
     def item_ego(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Item ego embeddings of ``index`` (all items when None): the table's rows, or composed."""
@@ -47,12 +52,18 @@ class LightGCN(nn.Module):
         return self.item_embedding if index is None else self.item_embedding.index_select(0, index)
 
     def final_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(users, items) after propagation and layer combination: what scoring uses."""
+        """(users, items) after propagation and layer combination (and the per-item dims): what scoring uses."""
         if self.layers == 0:
-            return self.user_embedding, self.item_ego()
-        ego = torch.cat([self.user_embedding, self.item_embedding])
-        final = propagate(self.adjacency, ego, self.layers, self.layer_combination)
-        return final[: self.n_users], final[self.n_users:]
+            users, items = self.user_embedding, self.item_ego()
+        else:
+            ego = torch.cat([self.user_embedding, self.item_embedding])
+            final = propagate(self.adjacency, ego, self.layers, self.layer_combination)
+            users, items = final[: self.n_users], final[self.n_users:]
+        if self.item_dims is not None:
+            items = items * (torch.arange(items.shape[1]) < self.item_dims[:, None])
+        if self.item_scale is not None:
+            items = items * self.item_scale
+        return users, items
 
     def loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, *,
              l2: float | tuple[float, ...], lambda_div: float, nested: tuple[int, ...] = (),

@@ -11,7 +11,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,7 +21,7 @@ from peel._io import atomic_path
 from peel.config import PeelConfig
 from peel.models.finetune import Controller, GroupModel
 from peel.training.allocation import density_weights
-from peel.training.loop import fit
+from peel.training.loop import Scalar, fit
 from peel.training.sampling import TripleSampler
 
 
@@ -97,19 +96,6 @@ class GroupResult:
         return np.tanh(normalized * bn["weight"] + bn["bias"]).astype(np.float32)
 
 
-class _Scalar:
-    """A checkpointable float (the last training loss the controller sees)."""
-
-    def __init__(self, value: float) -> None:
-        self.value = value
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = float(state["value"])
-
-
 def item_group_share(train: sp.csr_matrix, item_group: np.ndarray, n_item_groups: int) -> np.ndarray:
     """The group's share of training interactions in each item group (the controller's fixed input)."""
     counts = np.bincount(item_group[train.indices], minlength=n_item_groups).astype(np.float64)
@@ -153,7 +139,7 @@ def finetune_group(task: GroupTask) -> GroupResult:
     valid_sampler = TripleSampler(task.valid, exclude=seen)
     fixed_valid = [torch.from_numpy(a) for a in valid_sampler.sample(len(valid_sampler),
                                                                     np.random.default_rng([seed, 0]))]
-    last_loss = _Scalar(math.log(2.0))
+    last_loss = Scalar(math.log(2.0))  # the last training loss the controller sees
     uniform = torch.full((n_item_groups, config.model.n_blocks), 1.0 / (n_item_groups * config.model.n_blocks))
 
     def weights(loss: float) -> torch.Tensor:

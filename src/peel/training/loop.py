@@ -36,6 +36,19 @@ class LoopResult:
     seconds: float = 0.0
 
 
+class Scalar:
+    """A checkpointable float (e.g. stage b's last training loss, AutoEmb's size penalty)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = float(state["value"])
+
+
 class Stateful:
     """Anything with state_dict / load_state_dict (modules, optimizers)."""
 
@@ -62,6 +75,7 @@ def fit(
     extra_state: dict[str, Stateful] | None = None,
     keep_best: dict[str, Stateful] | None = None,
     on_best: Callable[[], None] | None = None,
+    after_epoch: Callable[[int], dict[str, float] | None] | None = None,
     progress: bool = False,
     desc: str = "train",
 ) -> LoopResult:
@@ -70,6 +84,8 @@ def fit(
     ``extra_state`` (e.g. a controller and its optimizer) is checkpointed with the model;
     ``keep_best`` modules are restored to their best-epoch state with the model at the end.
     ``on_best`` runs whenever validation improves (e.g. to record the controller's output).
+    ``after_epoch(epoch)`` runs after each epoch's batches, before validation (e.g. a search's policy
+    step); what it returns is logged with the epoch.
     With ``lr_decay < 1`` and ``lr_patience > 0``, every ``lr_patience`` validations in a row without
     improvement multiply the optimizer's learning rates by ``lr_decay`` (the rates live in the
     optimizer's state, so a resumed run continues with the decayed rate).
@@ -106,6 +122,8 @@ def fit(
             total += float(loss.detach())
             count += 1
         record: dict[str, float] = {"epoch": epoch, "loss": total / max(count, 1)}
+        if after_epoch is not None:
+            record.update(after_epoch(epoch) or {})
         if validate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
             model.eval()
             with torch.no_grad():

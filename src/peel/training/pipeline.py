@@ -62,7 +62,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
           resume: bool = False, progress: bool = True, ablation: str | None = None,
           stop_after: str | None = None, stage_a_from: str | Path | None = None,
           method: dict[str, Any] | None = None,
-          teacher: tuple[Path | None, PeelConfig] | None = None) -> dict[str, Any]:
+          teacher: tuple[Path | None, PeelConfig] | None = None,
+          item_dims: tuple[str, int] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole pipeline into ``out``; returns the summary written to summary.json.
 
     With ``ablation``, the run goes to ``out/ablations/<name>`` with the ablation's config, reusing
@@ -71,7 +72,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     is reused (hard-linked) when its model, pretraining config, seed and data equal this one's.
     ``method``: the run's method.json (default PEEL's); a fitted baseline passes its method and budget.
     ``teacher``: (a finished full-size run, or None to train one into ``out/teacher`` with the given config)
-    whose final vectors stage a starts from and distils (LightRec).
+    whose final vectors stage a starts from and distils (LightRec). ``item_dims``: (search, budget bytes):
+    per-item dims are searched first (ESAPN, AutoEmb), fitted to the budget, and stage a trains with them.
     """
     out = Path(out)
     method = method or {"method": "peel"}
@@ -101,7 +103,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
              ", resume" if resume else "")
     try:
         return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after,
-                           teacher=teacher, data_path=data_path)
+                           teacher=teacher, data_path=data_path, item_dims=item_dims)
     finally:
         logging.getLogger("peel").removeHandler(handler)
         handler.close()
@@ -109,7 +111,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
 
 def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bool, progress: bool,
                 stop_after: str | None, teacher: tuple[Path | None, PeelConfig] | None = None,
-                data_path: str | Path | None = None) -> dict[str, Any]:
+                data_path: str | Path | None = None, item_dims: tuple[str, int] | None = None) -> dict[str, Any]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     layout = RunLayout(out)
@@ -120,9 +122,13 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
             teacher_vectors = _teacher(data, out, *teacher, resume=resume, progress=progress, data_path=data_path)
             timings["teacher"] = time.perf_counter() - t0
         layout.pretrain_dir.mkdir(parents=True, exist_ok=True)
+        dims = None
+        if item_dims is not None:
+            dims = _searched_dims(data, layout, config, *item_dims, resume=resume, progress=progress)
+            timings["search"] = time.perf_counter() - t0
         result = pretrain(data, model_config=config.model, config=config.pretrain, seed=config.seed,
                           checkpoint=layout.pretrain_checkpoint, resume=resume, progress=progress,
-                          allocations=_allocations(data, config), teacher=teacher_vectors)
+                          allocations=_allocations(data, config), teacher=teacher_vectors, item_dims=dims)
         result.save(embeddings)
         write_json_atomic(layout.pretrain_result, {
             "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
@@ -130,7 +136,7 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
             **({"l2_full_prefix": result.l2_full_prefix, "race": {f"{v:g}": score for v, score in result.race.items()}}
                if result.race else {})})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
-        timings["pretrain"] = time.perf_counter() - t0 - timings.get("teacher", 0.0)
+        timings["pretrain"] = time.perf_counter() - t0 - timings.get("teacher", 0.0) - timings.get("search", 0.0)
         _write_summary(out, timings, groups=[])  # each finished stage's time survives a later kill
     user_vectors, item_vectors = load_pretrained(embeddings)
     if stop_after == "pretrain":
@@ -148,6 +154,31 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     if pending < len(groups):
         timings["finetune"] = time.perf_counter() - t2
     return _write_summary(out, timings, groups=groups)
+
+
+def _searched_dims(data: Interactions, layout: RunLayout, config: PeelConfig, search: str, budget_bytes: int, *,
+                   resume: bool, progress: bool) -> np.ndarray:
+    """Per-item dims: searched (or read from a finished search), then fitted to the budget."""
+    from peel._io import atomic_path
+    from peel.training.search import candidate_dims, fit_item_dims, search_item_dims
+
+    m = config.model
+    if layout.search.exists():
+        with np.load(layout.search, allow_pickle=False) as z:
+            searched = z["item_dims"]
+    else:
+        searched = search_item_dims(data, model_config=m, config=config.pretrain, search=search, seed=config.seed,
+                                    epochs=config.pretrain.search_epochs, smallest=m.block_dim,
+                                    budget_bytes=budget_bytes, checkpoint=layout.search_checkpoint, resume=resume,
+                                    progress=progress)
+        with atomic_path(layout.search) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, item_dims=searched)
+        if layout.search_checkpoint.exists():
+            layout.search_checkpoint.unlink()
+    dims = fit_item_dims(searched, data.popularity("train"), budget_bytes, candidate_dims(m.block_dim, m.dim), m.dim)
+    log.info("%s search: mean dims %.1f searched, %.1f fitted to %d bytes", search, searched.mean(), dims.mean(),
+             budget_bytes)
+    return dims
 
 
 def _teacher(data: Interactions, out: Path, run: Path | None, config: PeelConfig, *, resume: bool, progress: bool,

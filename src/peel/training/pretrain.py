@@ -37,7 +37,8 @@ class PretrainResult:
     # best validation score within the race
     l2_full_prefix: float | None = None
     race: dict[float, float] = field(default_factory=dict)
-    # a composed item table's tensors (model.item_table), what its export writes; item_vectors are composed
+    # a composed item table's tensors (model.item_table), what its export writes, item_vectors being their
+    # composition; or the per-item dims ("item_dims"), item_vectors then zero past each item's dims
     item_tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
@@ -65,7 +66,8 @@ def load_item_tensors(path: Path) -> dict[str, np.ndarray]:
 def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
              checkpoint: Path | None = None, resume: bool = False, progress: bool = False,
              allocations: tuple[np.ndarray, np.ndarray] | None = None,
-             teacher: tuple[np.ndarray, np.ndarray] | None = None) -> PretrainResult:
+             teacher: tuple[np.ndarray, np.ndarray] | None = None,
+             item_dims: np.ndarray | None = None) -> PretrainResult:
     """Train LightGCN (blocks + diversity regularizer) and return the final embeddings of the best epoch.
 
     ``allocations``: (item group of every item, (budgets, G_v) leading blocks kept per item group) for
@@ -73,11 +75,12 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
     With nested blocks, early stopping follows the mean validation Recall@50 of the smallest, middle and
     full nested prefix. With ``config.l2_full_prefix_race``, the full-prefix L2 is raced first (:func:`_race`).
     ``teacher``: a trained model's final (user, item) vectors that the user embeddings start from and a
-    codebook item table distils (LightRec).
+    codebook item table distils (LightRec). ``item_dims``: item j scores with the first item_dims[j]
+    coordinates of its final vector (ESAPN, AutoEmb).
     """
     candidates = config.race_candidates(model_config.n_blocks)
     kwargs = dict(data=data, model_config=model_config, seed=seed, progress=progress, allocations=allocations,
-                  teacher=teacher)
+                  teacher=teacher, item_dims=item_dims)
     if not candidates:
         return _pretrain_once(config=config, checkpoint=checkpoint, resume=resume, **kwargs)
     if checkpoint is not None:
@@ -115,14 +118,12 @@ def _race_checkpoint(checkpoint: Path, value: float) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}-l2fp-{value:g}{checkpoint.suffix}")
 
 
-def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
-                   checkpoint: Path | None, resume: bool, progress: bool,
-                   allocations: tuple[np.ndarray, np.ndarray] | None,
-                   teacher: tuple[np.ndarray, np.ndarray] | None = None) -> PretrainResult:
-    config = config.resolved(data.count("train"))
+def build_model(data: Interactions, model_config: ModelConfig, seed: int,
+                teacher: tuple[np.ndarray, np.ndarray] | None = None) -> LightGCN:
+    """Stage a's model, seeded: LightGCN, with a composed item table when the config asks for one; with a
+    ``teacher``, its users start from the teacher's and a codebook table distils the teacher's items."""
     torch.manual_seed(seed)
-    train = data.csr("train")
-    adjacency = normalized_adjacency(train) if model_config.layers > 0 else None
+    adjacency = normalized_adjacency(data.csr("train")) if model_config.layers > 0 else None
     composition = model_config.composition(data.n_items)
     teacher_items = None if teacher is None else torch.from_numpy(np.asarray(teacher[1], dtype=np.float32))
     table = item_table(data.n_items, composition, teacher_items) if composition else None
@@ -135,8 +136,20 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
                              f"got {teacher[0].shape}")
         with torch.no_grad():
             model.user_embedding.copy_(torch.from_numpy(np.asarray(teacher[0], dtype=np.float32)))
+    return model
+
+
+def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
+                   checkpoint: Path | None, resume: bool, progress: bool,
+                   allocations: tuple[np.ndarray, np.ndarray] | None,
+                   teacher: tuple[np.ndarray, np.ndarray] | None = None,
+                   item_dims: np.ndarray | None = None) -> PretrainResult:
+    config = config.resolved(data.count("train"))
+    model = build_model(data, model_config, seed, teacher)
+    if item_dims is not None:
+        model.item_dims = torch.from_numpy(np.asarray(item_dims, dtype=np.int64))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sampler = TripleSampler(train)
+    sampler = TripleSampler(data.csr("train"))
     valid_users = evaluation_users(data, "valid")
     if config.eval_users and config.eval_users < len(valid_users):
         valid_users = np.sort(np.random.default_rng([seed, 1]).choice(valid_users, config.eval_users, replace=False))
@@ -174,5 +187,7 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
     with torch.no_grad():
         users, items = model.final_embeddings()
     tensors = model.item_table.tensors() if model.item_table is not None else {}
+    if item_dims is not None:
+        tensors = {"item_dims": np.asarray(item_dims, dtype=np.int64)}
     return PretrainResult(users.detach().numpy().copy(), items.detach().numpy().copy(), loop,  # layers=0: parameters
                           item_tensors=tensors)

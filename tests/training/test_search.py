@@ -1,0 +1,65 @@
+"""The per-item dims of the multi-dimensional baselines: the budget rule by hand, and the searches
+(deterministic with a seed, within the budget, resumable)."""
+
+import numpy as np
+import pytest
+
+from peel.config import PeelConfig
+from peel.errors import BudgetError
+from peel.training import loop
+from peel.training.search import candidate_dims, fit_item_dims, item_dims_bytes, search_item_dims
+
+CANDIDATES = np.array([2, 4, 8])
+MODEL = PeelConfig().with_overrides(["model.n_blocks=8", "model.block_dim=2"]).model  # D = 16
+
+
+def test_candidates():
+    np.testing.assert_array_equal(candidate_dims(2, 16), [2, 4, 8, 16])
+    np.testing.assert_array_equal(candidate_dims(2, 12), [2, 4, 8, 12])
+    np.testing.assert_array_equal(candidate_dims(16, 16), [16])
+
+
+def test_budget_rule_by_hand():
+    popularity = np.array([5, 1, 3, 9])  # items by popularity, rarest first: 1, 2, 0, 3
+    dims = np.array([8, 8, 8, 8])        # 32 floats + the user's 8: 160 bytes
+    assert item_dims_bytes(dims, 8) == 160
+    # 140 bytes = 35 floats: over by 20 bytes, so item 1 drops to 2 (saves 24): 136 bytes
+    np.testing.assert_array_equal(fit_item_dims(dims, popularity, 140, CANDIDATES, 8), [8, 2, 8, 8])
+    # 100 bytes: over by 60, so items 1, 2 and 0 drop (saving 72): 2 + 2 + 2 + 8 + the user's 8 = 22 floats
+    np.testing.assert_array_equal(fit_item_dims(dims, popularity, 100, CANDIDATES, 8), [2, 2, 2, 8])
+    # under the budget, the most popular grow to D = 8 one by one
+    small = np.array([2, 2, 2, 2])       # 8 + 8 floats = 64 bytes
+    # 100 bytes = 25 floats: item 3 grows to 8 (22 floats); 3 floats left, so item 0 takes the largest candidate
+    # that fits, 4 (24 floats)
+    np.testing.assert_array_equal(fit_item_dims(small, popularity, 100, CANDIDATES, 8), [4, 2, 2, 8])
+    with pytest.raises(BudgetError, match="smallest a per-item-dims model of 4 items can meet: 64 bytes"):
+        fit_item_dims(dims, popularity, 63, CANDIDATES, 8)
+
+
+@pytest.mark.parametrize("search", ["esapn", "autoemb"])
+def test_search_is_deterministic_fits_the_budget_and_resumes(search, small_data, tmp_path, monkeypatch):
+    config = PeelConfig().with_overrides(["pretrain.batch_size=512", "pretrain.lr=0.01"]).pretrain
+    budget = item_dims_bytes(np.full(small_data.n_items, 6), MODEL.dim)
+    kwargs = dict(model_config=MODEL, config=config, search=search, epochs=4, smallest=2, budget_bytes=budget)
+    first = search_item_dims(small_data, seed=1, **kwargs)
+    np.testing.assert_array_equal(first, search_item_dims(small_data, seed=1, **kwargs))
+    assert set(first.tolist()) <= {2, 4, 8, 16}
+    if search == "esapn":  # grants growth only within the budget
+        assert item_dims_bytes(first, MODEL.dim) <= budget
+    # a search killed in its third epoch (before that epoch's checkpoint) resumes to the same dims
+    checkpoint = tmp_path / "search.pt"
+    saves = []
+
+    def save_twice(*args):
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        saves.append(1)
+        real_save(*args)
+
+    real_save = loop._save_checkpoint
+    monkeypatch.setattr(loop, "_save_checkpoint", save_twice)
+    with pytest.raises(KeyboardInterrupt):
+        search_item_dims(small_data, seed=1, checkpoint=checkpoint, **kwargs)
+    monkeypatch.setattr(loop, "_save_checkpoint", real_save)
+    resumed = search_item_dims(small_data, seed=1, checkpoint=checkpoint, resume=True, **kwargs)
+    np.testing.assert_array_equal(resumed, first)
