@@ -28,6 +28,7 @@ from peel.data import load
 from peel.evaluation import PopularityScorer, evaluate
 from peel.evaluation.significance import paired_test
 from peel.methods import FIXED_METHODS, METHODS, load_run
+from peel.methods.fixed import FIXED_SPECS
 from peel.run_layout import RunLayout
 
 try:
@@ -120,9 +121,14 @@ def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str
         out = runs / name
         paths[name] = out
         if (only is None or name in only) and not RunLayout(out).embeddings.exists():
+            # a distilled method (LightRec) distils the full-size LightGCN of the comparison when it has one
+            teacher = runs / FULL_LIGHTGCN[0] if FIXED_SPECS[method].teacher and FULL_LIGHTGCN[0] in fitted else None
+            if teacher is not None and not RunLayout(teacher).embeddings.exists():
+                raise SystemExit(f"{name} distils {FULL_LIGHTGCN[0]}: train it first (--only {FULL_LIGHTGCN[0]})")
             print(f"training {method} at {budget} with {' '.join(overrides)}", flush=True)
             METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides + extra), budget=budget,
-                                data_path=data_path, resume=RunLayout(out).config.exists(), progress=False)
+                                data_path=data_path, resume=RunLayout(out).config.exists(), progress=False,
+                                **({"teacher": teacher} if teacher else {}))
     return paths
 
 
