@@ -90,7 +90,10 @@ def tune(data: Any, data_path: str, runs: Path, method: str) -> dict[str, Any]:
 def chosen_overrides(dataset: str, method: str, results_dir: Path = RESULTS_DIR) -> list[str]:
     """The winning overrides of a finished tuning run (benchmarks/results/tuning_<dataset>.json)."""
     path = results_dir / f"tuning_{dataset}.json"
-    tuned = {t["method"]: t for t in json.loads(path.read_text())["methods"]}
+    tuned = {t["method"]: t for t in json.loads(path.read_text())["methods"]} if path.exists() else {}
+    if method not in tuned:
+        raise SystemExit(f"no tuning result for {method} on {dataset} in {path}: run benchmarks/tuning.py --data "
+                         f"DATA --runs RUNS --methods {method} first")
     return tuned[method]["best"]
 
 
