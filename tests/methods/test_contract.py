@@ -47,6 +47,12 @@ def test_fits_within_the_budget_and_beats_popularity(fitted, small_data):
     assert 0 < row["bytes_used"] <= budget.bytes, (name, row["bytes_used"], budget.bytes)
     assert row["ndcg@20"] > popularity["ndcg@20"], name
     assert load_run(out).method == name and json.loads((out / "method.json").read_text())["method"] == name
+    # a search or a teacher trained for the run is a stage of its own in the run's seconds
+    from peel.methods.fixed import FIXED_SPECS
+
+    spec = FIXED_SPECS.get(name)
+    seconds = json.loads((out / "summary.json").read_text())["seconds"]
+    assert ("search" in seconds) == bool(spec and spec.search) and ("teacher" in seconds) == bool(spec and spec.teacher)
 
 
 def test_same_seed_same_result(fitted, small_data, tmp_path):

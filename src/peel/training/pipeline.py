@@ -113,19 +113,25 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
                 stop_after: str | None, teacher: tuple[Path | None, PeelConfig] | None = None,
                 data_path: str | Path | None = None, item_dims: tuple[str, int] | None = None) -> dict[str, Any]:
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     layout = RunLayout(out)
     embeddings = layout.embeddings
     if not embeddings.exists():
         teacher_vectors = None
-        if teacher is not None:
+        if teacher is not None:  # its seconds count when it is trained here (a given teacher costs this run none)
+            fresh, start = teacher[0] is None and not RunLayout(layout.teacher).embeddings.exists(), time.perf_counter()
             teacher_vectors = _teacher(data, out, *teacher, resume=resume, progress=progress, data_path=data_path)
-            timings["teacher"] = time.perf_counter() - t0
+            if fresh:
+                timings["teacher"] = time.perf_counter() - start
+                _write_summary(out, timings, groups=[])
         layout.pretrain_dir.mkdir(parents=True, exist_ok=True)
         dims = None
         if item_dims is not None:
+            fresh, start = not layout.search.exists(), time.perf_counter()
             dims = _searched_dims(data, layout, config, *item_dims, resume=resume, progress=progress)
-            timings["search"] = time.perf_counter() - t0
+            if fresh:
+                timings["search"] = time.perf_counter() - start
+                _write_summary(out, timings, groups=[])
+        t_pretrain = time.perf_counter()
         result = pretrain(data, model_config=config.model, config=config.pretrain, seed=config.seed,
                           checkpoint=layout.pretrain_checkpoint, resume=resume, progress=progress,
                           allocations=_allocations(data, config), teacher=teacher_vectors, item_dims=dims)
@@ -136,7 +142,7 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
             **({"l2_full_prefix": result.l2_full_prefix, "race": {f"{v:g}": score for v, score in result.race.items()}}
                if result.race else {})})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
-        timings["pretrain"] = time.perf_counter() - t0 - timings.get("teacher", 0.0) - timings.get("search", 0.0)
+        timings["pretrain"] = time.perf_counter() - t_pretrain
         _write_summary(out, timings, groups=[])  # each finished stage's time survives a later kill
     user_vectors, item_vectors = load_pretrained(embeddings)
     if stop_after == "pretrain":
