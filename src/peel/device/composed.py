@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from peel.errors import BundleError
+from peel.units import BYTES_PER_FLOAT
 
-BYTES_PER_FLOAT = 4
 COMPOSITIONS = ("quotient_remainder", "codebooks")
 QR_OPS = ("mult", "add", "concat")
 MAX_CODEWORDS = 2**16

@@ -40,13 +40,13 @@ from peel.data.interactions import Interactions
 from peel.errors import BudgetError
 from peel.training.loop import Scalar, fit
 from peel.training.sampling import TripleSampler
+from peel.units import BYTES_PER_FLOAT
 
 log = logging.getLogger(__name__)
 
 SEARCHES = ("esapn", "autoemb")
 HIDDEN = 16          # units of the policy / controller MLP
 SEARCH_LR = 1e-2     # Adam learning rate of the policy / controller
-BYTES_PER_FLOAT = 4
 
 
 def candidate_dims(smallest: int, dim: int) -> np.ndarray:
