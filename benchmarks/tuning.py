@@ -6,6 +6,8 @@ benchmarks/compare.py trains at every budget. ``--methods`` tunes some methods a
 results of the others.
 
     python benchmarks/tuning.py --data ../shared/data/yelp2018-sub --runs runs/tuning-yelp
+    python benchmarks/tuning.py --data ../shared/data/yelp2018-sub --runs runs/tuning-yelp --methods lightrec \
+        --teacher runs/compare-yelp/lightgcn-full
 
 Resumable: rerun after a kill. Results: benchmarks/results/tuning_<dataset>.{json,md}, which record
 each configuration's validation score and training seconds, and the grid's total time per method.
@@ -25,6 +27,7 @@ from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig
 from peel.data import load
 from peel.methods import FIXED_METHODS, METHODS, load_run
+from peel.methods.fixed import FIXED_SPECS
 from peel.run_layout import RunLayout
 
 TUNING_BUDGET = "5MB"        # paper-equivalent; the cheapest budget, where the ranking of configs matters most
@@ -57,14 +60,16 @@ def config_name(overrides: list[str]) -> str:
     return "_".join(o.split(".", 1)[1].replace("=", "") for o in overrides)
 
 
-def run_config(data: Any, data_path: str, runs: Path, method: str, overrides: list[str]) -> dict[str, Any]:
+def run_one(data: Any, data_path: str, runs: Path, method: str, overrides: list[str],
+            teacher: Path | None = None) -> dict[str, Any]:
     budget = scale(parse_budget(TUNING_BUDGET, full_table_bytes=full_table_bytes(data.n_items, 128)),
                    n_items=data.n_items, reference=data.name)
     out = runs / f"{method}-{config_name(overrides)}"
     if not RunLayout(out).embeddings.exists():
         print(f"{method} {' '.join(overrides)}", flush=True)
         METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides), budget=budget, data_path=data_path,
-                            resume=RunLayout(out).config.exists(), progress=False)
+                            resume=RunLayout(out).config.exists(), progress=False,
+                            **({"teacher": teacher} if FIXED_SPECS[method].teacher else {}))
     [row] = load_run(out).evaluate(data, [budget], split="valid", ks=(50,))
     result = RunLayout(out).read_json(RunLayout(out).pretrain_result)
     return {"method": method, "overrides": overrides, "run": str(out), "valid_ndcg@50": row["ndcg@50"],
@@ -72,15 +77,20 @@ def run_config(data: Any, data_path: str, runs: Path, method: str, overrides: li
             "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"]}
 
 
-def tune(data: Any, data_path: str, runs: Path, method: str) -> dict[str, Any]:
+def tune(data: Any, data_path: str, runs: Path, method: str, teacher: Path | None = None) -> dict[str, Any]:
+    """The grid of one method; a distilled method distils ``teacher`` in every configuration."""
     n_train = data.count("train")
     config = PeelConfig().with_overrides(GRID_CENTRE)
-    rows = [run_config(data, data_path, runs, method, overrides_for(config, n_train, l2, 1, 1)) for l2 in L2_GRID]
+
+    def run_config(overrides: list[str]) -> dict[str, Any]:
+        return run_one(data, data_path, runs, method, overrides, teacher)
+
+    rows = [run_config(overrides_for(config, n_train, l2, 1, 1)) for l2 in L2_GRID]
     best_l2 = max(zip(L2_GRID, rows, strict=True), key=lambda p: p[1]["valid_ndcg@50"])[0]
-    rows += [run_config(data, data_path, runs, method, overrides_for(config, n_train, best_l2, b, lr))
+    rows += [run_config(overrides_for(config, n_train, best_l2, b, lr))
              for b, lr in LR_BATCH_GRID]
     best = max(rows, key=lambda r: r["valid_ndcg@50"])
-    rows += [run_config(data, data_path, runs, method, best["overrides"] + [extra])
+    rows += [run_config(best["overrides"] + [extra])
              for extra in STRUCTURE_GRID.get(method, ())]
     best = max(rows, key=lambda r: r["valid_ndcg@50"])
     return {"method": method, "rows": rows, "best": best["overrides"],
@@ -122,12 +132,20 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--methods", default=",".join(FIXED_METHODS))
+    parser.add_argument("--teacher", type=Path, help="the full-size LightGCN run a distilled method (LightRec) "
+                        "distils in every configuration: benchmarks/compare.py's lightgcn-full, so that the "
+                        "tuned and compared runs distil the same model")
     args = parser.parse_args()
     data = load(args.data)
     methods = [m for m in args.methods.split(",") if m]
     if unknown := set(methods) - set(FIXED_METHODS):
         parser.error(f"--methods: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(FIXED_METHODS)}")
-    tuned = {m: tune(data, args.data, args.runs, m) for m in methods}
+    if (distilled := [m for m in methods if FIXED_SPECS[m].teacher]) and args.teacher is None:
+        parser.error(f"--teacher RUN is required to tune {', '.join(distilled)} (train it with benchmarks/compare.py "
+                     "--only lightgcn-full)")
+    if args.teacher is not None and not RunLayout(args.teacher).embeddings.exists():
+        parser.error(f"--teacher {args.teacher}: no trained run there ({RunLayout(args.teacher).embeddings} missing)")
+    tuned = {m: tune(data, args.data, args.runs, m, args.teacher) for m in methods}
     path = RESULTS_DIR / f"tuning_{data.name}.json"
     kept = [t for t in json.loads(path.read_text())["methods"] if t["method"] not in tuned] if path.exists() else []
     payload = {"dataset": data.name, "budget": f"{TUNING_BUDGET}-eq", "methods": kept + list(tuned.values())}

@@ -175,6 +175,20 @@ def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:
             PeelConfig().with_overrides([extra])
 
 
+def test_tuning_a_distilled_method_needs_its_teacher_before_training(shared_data, tmp_path, monkeypatch,
+                                                                     capsys) -> None:
+    tuning = _script("tuning")
+    data = str(shared_data / "ml-100k")
+    for extra, message in (([], "--teacher RUN is required to tune lightrec"),
+                           (["--teacher", str(tmp_path / "none")], "no trained run there")):
+        monkeypatch.setattr(sys, "argv", ["tuning.py", "--data", data, "--runs", str(tmp_path / "runs"),
+                                          "--methods", "pmf,lightrec", *extra])
+        with pytest.raises(SystemExit):
+            tuning.main()
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before anything was trained
+
+
 def test_elastic_probe_splits_a_variant_into_training_device_and_shared_stage_a(tmp_path) -> None:
     probe = _script("elastic_probe")
     name, training, device, stage_a = probe.parse_variant(
