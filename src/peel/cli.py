@@ -192,9 +192,10 @@ def train_command(
                                                       "random_item_groups, no_diversity, single_user_group, "
                                                       "random_selection, lightgcn.")] = None,
     executor: Annotated[str | None, typer.Option(help="local (default) or ray.")] = None,
-    stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: pretrain.")] = None,
-    method: Annotated[str, typer.Option(help="peel (elastic, the default), or a baseline fitted to --budget: "
-                                             "lightgcn, pmf, dlrm-ce, lightrec, esapn, autoemb.")] = "peel",
+    stop_after: Annotated[str | None, typer.Option(help="Stop after a stage: pretrain or grouping.")] = None,
+    method: Annotated[str, typer.Option(help="peel (elastic, the default), rule (elastic, searched per "
+                                             "budget), or a baseline fitted to --budget: lightgcn, pmf, dlrm-ce, "
+                                             "lightrec, esapn, autoemb.")] = "peel",
     teacher: Annotated[Path | None, typer.Option(help="--method lightrec: a finished full-size LightGCN run of the "
                                                       "config's D to distil (default: train one into OUT/teacher).")]
     = None,
@@ -202,6 +203,9 @@ def train_command(
     = None,
     reference: Annotated[str | None, typer.Option(help="amazon-book or yelp2020, for an -eq budget (default: "
                                                        "from the dataset name).")] = None,
+    stage_a_from: Annotated[Path | None, typer.Option(help="peel or rule: reuse the stage a of this finished run "
+                                                           "when its model, pretrain config, seed and data match.")]
+    = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train PEEL (pretraining, item and user groups, group-level fine-tuning with the controller), or a
@@ -214,7 +218,8 @@ def train_command(
     if executor:
         cfg = dataclasses.replace(cfg, executor=executor)
     summary = _train_method(data, out, cfg, method=method, budget=budget, reference=reference, resume=resume,
-                            quiet=quiet, ablation=ablation, stop_after=stop_after, teacher=teacher)
+                            quiet=quiet, ablation=ablation, stop_after=stop_after, teacher=teacher,
+                            stage_a_from=stage_a_from)
     table = Table("stage", "seconds", title=f"run {out}" + (f" / ablation {ablation}" if ablation else ""))
     for stage, seconds in summary["seconds"].items():
         table.add_row(stage, f"{seconds:.1f}")
@@ -223,7 +228,7 @@ def train_command(
 
 def _train_method(data: str, out: Path, cfg: Any, *, method: str, budget: str | None, reference: str | None,
                   resume: bool, quiet: bool, ablation: str | None, stop_after: str | None,
-                  teacher: Path | None = None) -> dict[str, Any]:
+                  teacher: Path | None = None, stage_a_from: Path | None = None) -> dict[str, Any]:
     """Any registered method; the method refuses options it does not take, before anything is written."""
     from peel.budget import full_table_bytes, parse_budget
     from peel.methods import get_method
@@ -233,7 +238,7 @@ def _train_method(data: str, out: Path, cfg: Any, *, method: str, budget: str | 
     parsed = None if budget is None else parse_budget(
         budget, full_table_bytes=full_table_bytes(loaded.n_items, cfg.model.dim), n_items=loaded.n_items,
         reference=reference or loaded.name)
-    extra = {} if teacher is None else {"teacher": teacher}
+    extra = {k: v for k, v in {"teacher": teacher, "stage_a_from": stage_a_from}.items() if v is not None}
     return chosen.fit(loaded, out, cfg, budget=parsed, data_path=path, resume=resume, progress=not quiet,
                         ablation=ablation, stop_after=stop_after, **extra)
 

@@ -216,6 +216,22 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class RuleConfig:
+    """RULE (methods.md): a performance estimator over item-group block selections, then an aging evolution
+    per budget. The defaults are methods.md's lineage constants (P, C, S) and its label protocol."""
+
+    structures: int = 2000      # random structures labelled for the estimator (methods.md: 1,000-5,000)
+    label_users: int = 1000     # seeded sample of validation users the labels are measured on (all if fewer)
+    held_out: float = 0.2       # share of the labelled structures held out to pick the estimator
+    estimator: str = "auto"     # "auto" (the better held-out Spearman of the two), "nfm" or "mlp"
+    estimator_epochs: int = 400  # full-batch Adam epochs of each estimator
+    population: int = 20        # P: random feasible structures the evolution starts from
+    cycles: int = 50            # C: mutations per search
+    sample: int = 5             # S: members drawn per cycle; the best of them is mutated
+    finalists: int = 5          # the estimator's best of the search, scored with the true validation metric
+
+
+@dataclass(frozen=True)
 class PeelConfig:
     seed: int = 2023
     threads: int = 0            # torch threads per process (0 = torch's default)
@@ -225,6 +241,7 @@ class PeelConfig:
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -329,6 +346,7 @@ _CHOICES = {
     ("device", "blocks"): ("transformed", "raw", "pretrained"),
     ("device", "user_vector"): ("finetuned", "pretrained"),
     ("device", "block_selection"): ("weights", "random"),
+    ("rule", "estimator"): ("auto", "nfm", "mlp"),
 }
 
 
@@ -352,6 +370,9 @@ def validate(config: PeelConfig) -> None:
         "finetune.density_decay": config.finetune.density_decay,
         "pretrain.lr_patience": config.pretrain.lr_patience, "pretrain.lr_at_65536": config.pretrain.lr_at_65536,
         "pretrain.race_epochs": config.pretrain.race_epochs, "pretrain.search_epochs": config.pretrain.search_epochs,
+        "rule.label_users": config.rule.label_users, "rule.estimator_epochs": config.rule.estimator_epochs,
+        "rule.population": config.rule.population, "rule.cycles": config.rule.cycles,
+        "rule.finalists": config.rule.finalists,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -370,6 +391,12 @@ def validate(config: PeelConfig) -> None:
                        **{f"pretrain.{name}": getattr(config.pretrain, name) for name in PRETRAIN_AUTO}}.items():
         if value < 0:
             raise ConfigError(f"config {key} must be >= 0, got {value}")
+    r = config.rule
+    if r.structures < 10 or not 0.0 < r.held_out < 1.0 or round(r.structures * r.held_out) < 5:
+        raise ConfigError(f"config rule.structures must be >= 10 with rule.held_out in (0, 1) leaving >= 5 held out "
+                          f"(methods.md uses 1,000-5,000 and 0.2), got {r.structures} and {r.held_out}")
+    if not 1 <= r.sample <= r.population:
+        raise ConfigError(f"config rule.sample must be in [1, rule.population = {r.population}], got {r.sample}")
     if not 0.0 < config.pretrain.lr_decay <= 1.0:
         raise ConfigError(f"config pretrain.lr_decay must be in (0, 1] (1 = no decay), got {config.pretrain.lr_decay}")
     _check_item_table(config)
@@ -468,10 +495,11 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
     return config.with_overrides(overrides or [])
 
 
-# Keys added after runs existed whose default is what every older run did (one row per item), so a
-# config.json without them is complete
+# Keys added after runs existed whose default is what every older run did (one row per item; RULE's section,
+# which no older run used), so a config.json without them is complete
 IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords",
-                "pretrain.distillation", "pretrain.search_epochs")
+                "pretrain.distillation", "pretrain.search_epochs",
+                *(f"rule.{f.name}" for f in dataclasses.fields(RuleConfig)), "rule")
 
 
 def missing_keys(values: dict[str, Any]) -> list[str]:

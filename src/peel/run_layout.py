@@ -12,6 +12,7 @@ the export, the benchmarks) names its files through :class:`RunLayout`, so the l
     teacher/        a distilled method's full-size teacher run, the same layout
     grouping.npz    item_group, user_group, centroids; grouping.json: their sizes
     finetune/       group_<g>.npz per user group (+ checkpoint_<g>.pt while running)
+    rule/           RULE: labels.npz (labelled structures), estimator.npz, search-<reading>-<bytes>.json
     ablations/<name>/   the same layout, one per ablation
 """
 
@@ -109,6 +110,30 @@ class RunLayout:
 
     def finished_groups(self) -> int:
         return len(list(self.finetune_dir.glob("group_*.npz"))) if self.finetune_dir.exists() else 0
+
+    @property
+    def rule_dir(self) -> Path:
+        return self.root / "rule"
+
+    @property
+    def rule_labels(self) -> Path:
+        """RULE's labelled random structures: structures, labels (one column per Eq. 10 reading), users."""
+        return self.rule_dir / "labels.npz"
+
+    @property
+    def rule_labels_checkpoint(self) -> Path:
+        return self.rule_dir / "labels-checkpoint.npz"
+
+    @property
+    def rule_estimator(self) -> Path:
+        return self.rule_dir / "estimator.npz"
+
+    def rule_search(self, reading: str, budget_bytes: int) -> Path:
+        """RULE's search at one budget for one Eq. 10 reading."""
+        return self.rule_dir / f"search-{reading}-{budget_bytes}.json"
+
+    def rule_searches(self, reading: str) -> list[Path]:
+        return sorted(self.rule_dir.glob(f"search-{reading}-*.json")) if self.rule_dir.exists() else []
 
     @property
     def ablations_dir(self) -> Path:

@@ -18,7 +18,8 @@ from peel.methods.report import evaluate_runs
 SMALL = PeelConfig().with_overrides([
     "model.n_blocks=4", "model.block_dim=4", "pretrain.batch_size=512", "pretrain.lr=0.01", "pretrain.max_epochs=15",
     "grouping.item_groups=4", "grouping.user_groups=3", "finetune.batch_size=512", "finetune.max_epochs=3",
-    "model.codewords=16"])  # LightRec: 256 codewords of 16 dims alone would pass the budget
+    "model.codewords=16",  # LightRec: 256 codewords of 16 dims alone would pass the budget
+    "rule.structures=60", "rule.estimator_epochs=100"])  # RULE: a small estimator
 BUDGET = "50%"  # of the full 16-dim item table
 
 

@@ -128,7 +128,7 @@ class FixedSizeMethod(Method):
             raise PeelError(f"--teacher applies to a distilled method ({distilled}), not --method {self.name}")
         if any(options.values()):
             raise PeelError(f"{', '.join('--' + k.replace('_', '-') for k, v in options.items() if v)} "
-                            "apply to --method peel only")
+                            "apply to --method peel only (--stage-a-from also to rule)")
         if budget is None:
             raise PeelError(f"--method {self.name} is fitted to one budget: give --budget, e.g. 5MB-eq")
         size = fitted_size(data.n_items, budget, config, self.name)

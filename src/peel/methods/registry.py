@@ -16,9 +16,11 @@ from peel.errors import PeelError
 from peel.methods.fixed import FIXED_METHODS, FixedSizeMethod
 from peel.methods.peel import PeelMethod
 from peel.methods.protocol import Method, TrainedModel
+from peel.methods.rule import RuleMethod
 from peel.run_layout import RunLayout
 
-METHODS: dict[str, Method] = {"peel": PeelMethod(), **{name: FixedSizeMethod(name) for name in FIXED_METHODS}}
+METHODS: dict[str, Method] = {"peel": PeelMethod(), "rule": RuleMethod(),
+                              **{name: FixedSizeMethod(name) for name in FIXED_METHODS}}
 
 
 def get_method(name: str) -> Method:

@@ -82,7 +82,14 @@ class CodebookTable(nn.Module):
             self.register_buffer("teacher", teacher.clone())
 
     def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
-        encoded = self.encoder if index is None else self.encoder.index_select(0, index)
+        if index is not None and len(index) > 1:
+            # a batch repeats items (positives, negatives): compose each distinct item once, B x W distances each
+            distinct, inverse = torch.unique(index, return_inverse=True)
+            if len(distinct) < len(index):
+                return self._compose(self.encoder.index_select(0, distinct)).index_select(0, inverse)
+        return self._compose(self.encoder if index is None else self.encoder.index_select(0, index))
+
+    def _compose(self, encoded: torch.Tensor) -> torch.Tensor:
         residual, out = encoded, torch.zeros_like(encoded)
         for book in self.codebooks:  # B is small; each step is one (items, W) distance matrix
             distance = _squared_distances(residual, book)

@@ -98,7 +98,12 @@ class LightGCN(nn.Module):
             bpr = views.mean() / n_views
         else:
             bpr = -F.logsigmoid(positive.sum(dim=1) - negative.sum(dim=1)).mean()
-        ego = (self.user_embedding.index_select(0, users), self.item_ego(positives), self.item_ego(negatives))
+        if self.layers == 0 and self.item_dims is None and self.item_scale is None:
+            # the final item vectors are the ego ones: a composed table composes every item once per batch
+            item_ego = (item_final.index_select(0, positives), item_final.index_select(0, negatives))
+        else:
+            item_ego = (self.item_ego(positives), self.item_ego(negatives))
+        ego = (self.user_embedding.index_select(0, users), *item_ego)
         if nested:
             # block b is in every prefix p > b: its weight is the sum of those prefixes' L2 over the views
             per_prefix = torch.as_tensor(l2 if isinstance(l2, tuple) else (l2,) * len(nested), dtype=positive.dtype)

@@ -34,6 +34,7 @@ from peel.training.sampling import check_negatives
 
 log = logging.getLogger("peel")
 
+STAGES = ("pretrain", "grouping")  # the stages a run may stop after (stop_after)
 ABLATIONS = ("random_item_groups", "no_diversity", "single_user_group", "random_selection", "lightgcn")
 
 
@@ -67,7 +68,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     """Run (or resume) the whole pipeline into ``out``; returns the summary written to summary.json.
 
     With ``ablation``, the run goes to ``out/ablations/<name>`` with the ablation's config, reusing
-    the main run's stage a when the ablation does not change it. ``stop_after='pretrain'`` stops there.
+    the main run's stage a when the ablation does not change it. ``stop_after`` ('pretrain' or 'grouping')
+    stops after that stage.
     ``stage_a_from``: a finished run (or a folder of runs with an ``ablations/`` beside) whose stage a
     is reused (hard-linked) when its model, pretraining config, seed and data equal this one's.
     ``method``: the run's method.json (default PEEL's); a fitted baseline passes its method and budget.
@@ -76,6 +78,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     per-item dims are searched first (ESAPN, AutoEmb), fitted to the budget, and stage a trains with them.
     """
     out = Path(out)
+    if stop_after is not None and stop_after not in STAGES:
+        raise ConfigError(f"stop_after must be one of {', '.join(STAGES)}, got {stop_after!r}")
     method = method or {"method": "peel"}
     config = resolve_for_data(config, n_train=data.count("train"))  # config.json holds the resolved values
     check_negatives(data)  # a user with every item has no BPR negative: refused before anything is written
@@ -153,6 +157,8 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     if fresh:
         timings["grouping"] = time.perf_counter() - t1
         _write_summary(out, timings, groups=[])
+    if stop_after == "grouping":
+        return _write_summary(out, timings, groups=[])
     t2 = time.perf_counter()
     pending = layout.finished_groups()
     groups = _finetune(data, out, config, user_vectors, item_vectors, item_group, user_group,
@@ -289,6 +295,11 @@ def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: n
                             on_result=save, progress=progress, desc="stage b: user groups"):
         done[result.group] = result
     return [done[g] for g in sorted(done)]
+
+
+def record_seconds(out: str | Path, timings: dict[str, float]) -> dict[str, Any]:
+    """Add the seconds of stages run outside this pipeline (RULE's labels and estimator) to summary.json."""
+    return _write_summary(Path(out), timings, groups=[])
 
 
 def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResult]) -> dict[str, Any]:
