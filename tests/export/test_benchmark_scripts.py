@@ -225,3 +225,35 @@ def test_density_decay_probe_reorders_a_density_run_without_retraining(tiny_run,
             top = int(np.argmax(shares[0]))
             assert order[g_v:g_v + run.run.config.model.n_blocks - 1, 0].tolist() == \
                 [top] * (run.run.config.model.n_blocks - 1)
+
+
+def test_rule_benchmark_pairs_each_rule_row_with_the_peel_run_of_its_stage_a() -> None:
+    from peel.budget import Budget
+
+    rule = _script("rule")
+    users = np.arange(40)
+    rng = np.random.default_rng(0)
+
+    def row(run, method, budget, shift, **extra):
+        ndcg = np.clip(rng.uniform(0, 0.2, 40) + shift, 0, 1)
+        return {"run": run, "method": method, "budget": budget, "bytes_used": 1000, "valid_ndcg@50": 0.03,
+                "recall@20": 0.1, "ndcg@20": 0.05, "recall@50": 0.2, "ndcg@50": float(ndcg.mean()),
+                "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}, **extra}
+
+    budgets = [Budget(100, "5MB-eq"), Budget(200, "10MB-eq")]
+    rows = [row("rule", f"RULE, {r}", b.label, 0.1, versus="peel-defaults", reading=r, blocks_kept=30,
+                search_seconds=2.0) for r in ("masked", "fold") for b in budgets]
+    rows += [row("peel-defaults", "PEEL (defaults)", b.label, 0.0) for b in budgets]
+    rows.append({"run": "rule", "method": "RULE, masked", "budget": "1KB", "error": "below the minimum",
+                 "versus": "peel-defaults"})
+    tests = rule.paired_rows(rows, budgets)
+    assert [(t["a"], t["budget"], t["metric"]) for t in tests][:4] == [
+        ("RULE, fold", "5MB-eq", "ndcg@50"), ("RULE, fold", "5MB-eq", "recall@50"),
+        ("RULE, fold", "10MB-eq", "ndcg@50"), ("RULE, fold", "10MB-eq", "recall@50")]
+    assert len(tests) == 8 and all(t["b"] == "PEEL (defaults)" and t["difference"] > 0 for t in tests)
+    deployment = [{"run": "rule", "structures": 2000, "label_users": 1000, "stage_a_seconds": 3000.0,
+                   "labels_seconds": 1800.0, "estimator_seconds": 30.0,
+                   "estimators": {"masked": {"kind": "mlp", "held_out_spearman": {"nfm": 0.8, "mlp": 0.9}}}}]
+    text = rule.markdown({"dataset": "amazon-book-sub", "rows": rows, "paired": tests, "deployment": deployment})
+    assert "| RULE, masked | 1KB | below the minimum |" in text and "| rule | 2000 | 1000 | 3000 | 1800 | 30 | masked" \
+        " | mlp | 0.800 | 0.900 |" in text

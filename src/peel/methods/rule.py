@@ -142,7 +142,7 @@ class RuleModel(TrainedModel):
     def details(self, budget: Budget | None) -> dict[str, Any]:
         chosen, own = self._structure(budget)
         return {"blocks_kept": int(chosen.structure.sum()), "search_seconds": own.seconds,
-                "structure_from_budget_bytes": chosen.budget_bytes}
+                "structure_from_budget_bytes": chosen.budget_bytes, "valid_ndcg@50": chosen.valid_ndcg}
 
     def evaluate(self, data: Interactions, budgets: list[Budget], **options: Any) -> list[dict[str, Any]]:
         from peel.training.rule import minimum_bytes
