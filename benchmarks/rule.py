@@ -15,7 +15,6 @@ trains what is missing (resumable: rerun after a kill). Results: benchmarks/resu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from peel.data import load
 from peel.evaluation.significance import paired_test
 from peel.methods import METHODS, load_run
 from peel.run_layout import RunLayout
+from peel.training.rule import read_estimator_meta
 from peel.units import EQ10_READINGS
 
 try:
@@ -85,13 +85,13 @@ def deployment(runs: Path, name: str) -> dict[str, Any]:
     layout = RunLayout(runs / name)
     peel_run = RULE_VARIANTS[name][2]
     seconds = layout.read_summary().get("seconds", {})
-    with np.load(layout.rule_estimator, allow_pickle=False) as z:
-        estimators = json.loads(str(z["meta"]))
+    meta = read_estimator_meta(layout.rule_estimator)
     with np.load(layout.rule_labels, allow_pickle=False) as z:
         structures, users = len(z["structures"]), len(z["users"])
     return {"run": name, "stage_a_seconds": RunLayout(runs / peel_run).stage_seconds("pretrain"),
             "labels_seconds": seconds.get("labels"), "estimator_seconds": seconds.get("estimator"),
-            "structures": structures, "label_users": users, "estimators": estimators}
+            "structures": structures, "label_users": users, "search_space": meta["search_space"],
+            "estimators": meta["readings"]}
 
 
 def paired_rows(rows: list[dict[str, Any]], budgets: list[Any]) -> list[dict[str, Any]]:
@@ -135,12 +135,13 @@ def markdown(payload: dict[str, Any]) -> str:
               "Labels: standard validation NDCG@50 of random structures over the whole budget range, on one seeded "
               "sample of validation users, both Eq. 10 readings in one pass. Held-out Spearman on the structures "
               "held out (rule.held_out); the kind kept is the higher.", "",
-              "| RULE run | structures | label users | stage a s (shared) | labels s | estimator s | reading | "
-              "kept | Spearman NFM | Spearman MLP |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| RULE run | search space | structures | label users | stage a s (shared) | labels s | estimator s | "
+              "reading | kept | Spearman NFM | Spearman MLP |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in payload["deployment"]:
         for reading, e in d["estimators"].items():
             s = e["held_out_spearman"]
-            lines.append(f"| {d['run']} | {d['structures']} | {d['label_users']} | {d['stage_a_seconds'] or 0:.0f} | "
+            lines.append(f"| {d['run']} | {d['search_space']} | {d['structures']} | {d['label_users']} | "
+                         f"{d['stage_a_seconds'] or 0:.0f} | "
                          f"{d['labels_seconds'] or 0:.0f} | {d['estimator_seconds'] or 0:.0f} | {reading} | "
                          f"{e['kind']} | {s.get('nfm', float('nan')):.3f} | {s.get('mlp', float('nan')):.3f} |")
     return "\n".join(lines)

@@ -229,6 +229,18 @@ class RuleConfig:
     cycles: int = 50            # C: mutations per search
     sample: int = 5             # S: members drawn per cycle; the best of them is mutated
     finalists: int = 5          # the estimator's best of the search, scored with the true validation metric
+    # The structures searched: "subsets" (methods.md: any non-empty set of blocks per item group), "prefixes"
+    # (the first k_g blocks of item group g: what a nested stage a trains), or "auto": prefixes when stage a
+    # is nested (pretrain.nested), else subsets
+    search_space: str = "auto"
+
+
+def search_space(config: PeelConfig) -> str:
+    """RULE's resolved rule.search_space: 'auto' is 'prefixes' when stage a is nested, else 'subsets'."""
+    space = config.rule.search_space
+    if space != "auto":
+        return space
+    return "prefixes" if config.pretrain.nested_blocks(config.model.n_blocks) else "subsets"
 
 
 @dataclass(frozen=True)
@@ -347,6 +359,7 @@ _CHOICES = {
     ("device", "user_vector"): ("finetuned", "pretrained"),
     ("device", "block_selection"): ("weights", "random"),
     ("rule", "estimator"): ("auto", "nfm", "mlp"),
+    ("rule", "search_space"): ("auto", "subsets", "prefixes"),
 }
 
 

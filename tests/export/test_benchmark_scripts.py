@@ -251,9 +251,9 @@ def test_rule_benchmark_pairs_each_rule_row_with_the_peel_run_of_its_stage_a() -
         ("RULE, fold", "5MB-eq", "ndcg@50"), ("RULE, fold", "5MB-eq", "recall@50"),
         ("RULE, fold", "10MB-eq", "ndcg@50"), ("RULE, fold", "10MB-eq", "recall@50")]
     assert len(tests) == 8 and all(t["b"] == "PEEL (defaults)" and t["difference"] > 0 for t in tests)
-    deployment = [{"run": "rule", "structures": 2000, "label_users": 1000, "stage_a_seconds": 3000.0,
-                   "labels_seconds": 1800.0, "estimator_seconds": 30.0,
+    deployment = [{"run": "rule", "search_space": "prefixes", "structures": 2000, "label_users": 1000,
+                   "stage_a_seconds": 3000.0, "labels_seconds": 1800.0, "estimator_seconds": 30.0,
                    "estimators": {"masked": {"kind": "mlp", "held_out_spearman": {"nfm": 0.8, "mlp": 0.9}}}}]
     text = rule.markdown({"dataset": "amazon-book-sub", "rows": rows, "paired": tests, "deployment": deployment})
-    assert "| RULE, masked | 1KB | below the minimum |" in text and "| rule | 2000 | 1000 | 3000 | 1800 | 30 | masked" \
-        " | mlp | 0.800 | 0.900 |" in text
+    assert "| RULE, masked | 1KB | below the minimum |" in text
+    assert "| rule | prefixes | 2000 | 1000 | 3000 | 1800 | 30 | masked | mlp | 0.800 | 0.900 |" in text

@@ -35,15 +35,27 @@ def test_structure_bytes_by_hand():
     assert rule.minimum_bytes(uneven) == 5 * 5 * 4 + 40
 
 
+@pytest.mark.parametrize("prefixes", [False, True], ids=["subsets", "prefixes"])
 @pytest.mark.parametrize("budget", [3264, 4000, 6400, 9000, 12864])
-def test_random_and_mutated_structures_fit_their_budget_and_are_full(budget):
+def test_random_and_mutated_structures_fit_their_budget_and_are_full(budget, prefixes):
     rng = np.random.default_rng(0)
+    seen = set()
     for _ in range(20):
-        for structure in (rule.random_structure(LAYOUT, budget, rng),
-                          rule.mutate(rule.random_structure(LAYOUT, budget, rng), LAYOUT, budget, rng)):
+        parent = rule.random_structure(LAYOUT, budget, rng, prefixes)
+        for structure in (parent, rule.mutate(parent, LAYOUT, budget, rng, prefixes)):
             used = rule.structure_bytes(structure, LAYOUT)
             assert used <= budget and structure.any(axis=1).all()
             assert used + 800 > budget or structure.all()  # full: no other unit fits
+            assert rule.is_prefix(structure) or not prefixes
+            seen.add(structure.tobytes())
+    # one structure only: the full table, and with prefixes any budget with no room for a second block
+    assert len(seen) > 1 or budget == 12864 or (prefixes and budget < 3264 + 800)
+
+
+def test_subsets_are_not_all_prefixes():
+    structures = rule.training_structures(LAYOUT, 50, np.random.default_rng(0))
+    assert not all(rule.is_prefix(s) for s in structures)
+    assert all(rule.is_prefix(s) for s in rule.training_structures(LAYOUT, 50, np.random.default_rng(0), True))
 
 
 def test_uneven_groups_redraw_a_child_over_budget():
@@ -115,6 +127,10 @@ def test_labelling_resumes_from_its_checkpoint(rule_run, small_data, tmp_path):
     resumed = rule.label_structures(structures, model.scoring, small_data, users, checkpoint=checkpoint, resume=True,
                                     progress=False)
     np.testing.assert_allclose(resumed, labels, rtol=0, atol=1e-12)
+    other = structures[::-1].copy()  # e.g. the structures of another search space: the labels are not theirs
+    with pytest.raises(PeelError, match="labels of other structures"):
+        rule.label_structures(other, model.scoring, small_data, users, checkpoint=checkpoint, resume=True,
+                              progress=False)
 
 
 def test_search_is_deterministic_and_budgets_are_monotone_on_validation(rule_run, small_data, tmp_path):
@@ -172,11 +188,16 @@ def test_hostile_search_file_is_refused_by_name(rule_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(rule_run, copy)
     path = copy / "rule" / "search-masked-99999.json"
-    path.write_text(json.dumps({"budget_bytes": 99999, "reading": "masked", "structure": [[0, 0, 0, 0]] * 4,
-                                "bytes_used": 64, "valid_ndcg@50": 1.0, "finalists": [], "seconds": 0,
-                                "seed_budget_bytes": None}))
-    with pytest.raises(PeelError, match="search-masked-99999.json"):
-        load_run(copy).device_bytes(Budget(99999))
+    def hostile(structure, used):
+        path.write_text(json.dumps({"budget_bytes": 99999, "reading": "masked", "structure": structure,
+                                    "bytes_used": used, "valid_ndcg@50": 1.0, "finalists": [], "seconds": 0,
+                                    "seed_budget_bytes": None}))
+        with pytest.raises(PeelError, match="search-masked-99999.json"):
+            load_run(copy).device_bytes(Budget(99999))
+
+    hostile([[0, 0, 0, 0]] * 4, 64)  # an item group with no block
+    hostile([[0, 1, 0, 0]] * 4, 3264)  # not a prefix in a prefix search
+    hostile([[1, 0, 0, 0]] * 4, 100)  # bytes that are not the structure's
     path.write_text("{not json")
     with pytest.raises(PeelError, match="not a RULE search result"):
         load_run(copy).device_bytes(Budget(99999))
@@ -190,16 +211,26 @@ def test_rule_refuses_a_budget_and_peel_options(small_data, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_rule_reuses_a_peel_runs_stage_a(small_data, tmp_path):
+def test_rule_reuses_a_peel_runs_stage_a_and_searches_subsets_when_asked(small_data, tmp_path):
     from peel.training.pipeline import train
 
     peel_run, out = tmp_path / "peel", tmp_path / "rule"
     train(small_data, peel_run, SMALL, stop_after="pretrain", progress=False)
-    METHODS["rule"].fit(small_data, out, SMALL.with_overrides(["rule.structures=30"]), progress=False,
-                        stage_a_from=peel_run)
+    METHODS["rule"].fit(small_data, out, SMALL.with_overrides(["rule.structures=30", "rule.search_space=subsets"]),
+                        progress=False, stage_a_from=peel_run)
     stage_a = "pretrain/embeddings.npz"
     assert (out / stage_a).stat().st_ino == (peel_run / stage_a).stat().st_ino  # hard-linked, not retrained
     assert "pretrain" not in json.loads((out / "summary.json").read_text())["seconds"]
+    model = load_run(out)
+    assert model.space == "subsets" and model.device_bytes(Budget(6400)) <= 6400
+
+
+def test_auto_space_follows_stage_a():
+    from peel.config import search_space
+
+    assert search_space(SMALL) == "prefixes"  # the default stage a is nested
+    assert search_space(SMALL.with_overrides(["pretrain.nested="])) == "subsets"
+    assert search_space(SMALL.with_overrides(["pretrain.nested=", "rule.search_space=prefixes"])) == "prefixes"
 
 
 def test_stop_after_names_a_stage(small_data, tmp_path):

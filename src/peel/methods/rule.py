@@ -79,7 +79,8 @@ class RuleModel(TrainedModel):
                                 m.block_dim)
         self.reading = config.device.eq10
         n_features = features(np.zeros((1, config.grouping.item_groups, m.n_blocks), dtype=bool)).shape[1]
-        self.estimator = load_estimators(layout.rule_estimator, n_features)[self.reading]
+        self.space, estimators = load_estimators(layout.rule_estimator, n_features)
+        self.estimator = estimators[self.reading]
         self.scoring = Scoring(self.items.reshape(len(self.items), m.n_blocks, m.block_dim).astype(np.float32),
                                self.users.astype(np.float32), self.item_group, config.device.eq10_scale)
         self._data: Interactions | None = None
@@ -90,7 +91,7 @@ class RuleModel(TrainedModel):
 
         found = {}
         for path in self.layout.rule_searches(self.reading):
-            result = SearchResult.read(path, self.units)
+            result = SearchResult.read(path, self.units, self.space)
             found[result.budget_bytes] = result
         return found
 
@@ -107,7 +108,7 @@ class RuleModel(TrainedModel):
             below = [b for b in self._searches() if b < budget.bytes]
             seed = None if not below else (max(below), self._choice(max(below))[0].structure)
             result = search(self.estimator, self.units, budget.bytes, self.reading, self.config,
-                            self._validation_ndcg, seed=seed)
+                            self._validation_ndcg, seed=seed, space=self.space)
             write_json_atomic(path, result.to_json())
             log.info("RULE search (%s) at %s: validation NDCG@50 %.5f, %.1f s", self.reading, budget,
                      result.valid_ndcg, result.seconds)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from peel._io import atomic_path
-from peel.config import PeelConfig, RuleConfig
+from peel.config import PeelConfig, RuleConfig, search_space
 from peel.data.interactions import Interactions
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import evaluate
@@ -41,6 +41,7 @@ from peel.units import BYTES_PER_FLOAT, EQ10_READINGS, UnitLayout, effective_ite
 log = logging.getLogger("peel")
 
 LABEL_K = 50          # labels and finalists: NDCG@50
+SEARCH_SPACES = ("subsets", "prefixes")
 CHECKPOINT_EVERY = 25  # labelled structures between two label checkpoints
 MUTATION_ATTEMPTS = 100
 
@@ -64,13 +65,27 @@ def check_budget(layout: UnitLayout, budget_bytes: int) -> None:
                           f"({minimum / 1e6:.3f} MB: one block per item group + the user vector)")
 
 
-def _fill(structure: np.ndarray, layout: UnitLayout, budget_bytes: int, rng: np.random.Generator) -> np.ndarray:
-    """Add unselected cells in random order while each fits: the structure is then full."""
-    unit = np.asarray(layout.item_group_sizes, dtype=np.int64) * layout.block_dim * BYTES_PER_FLOAT
+def _unit_costs(layout: UnitLayout) -> np.ndarray:
+    return np.asarray(layout.item_group_sizes, dtype=np.int64) * layout.block_dim * BYTES_PER_FLOAT
+
+
+def _fill(structure: np.ndarray, layout: UnitLayout, budget_bytes: int, rng: np.random.Generator,
+          prefixes: bool) -> np.ndarray:
+    """Add blocks at random while one fits: any unselected cell (subsets), or the next block of an item
+    group (prefixes). The structure is then full."""
+    unit = _unit_costs(layout)
     used = structure_bytes(structure, layout)
+    n_groups, n_blocks = structure.shape
+    if prefixes:
+        kept = structure.sum(axis=1)
+        while (open_ := np.flatnonzero((kept < n_blocks) & (used + unit <= budget_bytes))).size:  # <= G_v x N steps
+            group = rng.choice(open_)
+            structure[group, kept[group]] = True
+            kept[group] += 1
+            used += int(unit[group])
+        return structure
     cells = np.flatnonzero(~structure.ravel())
     rng.shuffle(cells)
-    n_blocks = structure.shape[1]
     for cell in cells:  # at most G_v x N cells
         cost = int(unit[cell // n_blocks])
         if used + cost <= budget_bytes:
@@ -79,38 +94,61 @@ def _fill(structure: np.ndarray, layout: UnitLayout, budget_bytes: int, rng: np.
     return structure
 
 
-def random_structure(layout: UnitLayout, budget_bytes: int, rng: np.random.Generator) -> np.ndarray:
+def random_structure(layout: UnitLayout, budget_bytes: int, rng: np.random.Generator,
+                     prefixes: bool = False) -> np.ndarray:
     """methods.md's random feasible structure: one random block per item group, then the other blocks
-    scattered uniformly over unselected cells while they fit."""
+    scattered uniformly over unselected cells while they fit. With ``prefixes``: block 0 of every item
+    group, then the next block of a random item group while one fits."""
     check_budget(layout, budget_bytes)
     n_groups = len(layout.item_group_sizes)
     structure = np.zeros((n_groups, layout.n_blocks), dtype=bool)
-    structure[np.arange(n_groups), rng.integers(layout.n_blocks, size=n_groups)] = True
-    return _fill(structure, layout, budget_bytes, rng)
+    first = np.zeros(n_groups, dtype=np.int64) if prefixes else rng.integers(layout.n_blocks, size=n_groups)
+    structure[np.arange(n_groups), first] = True
+    return _fill(structure, layout, budget_bytes, rng, prefixes)
 
 
-def mutate(parent: np.ndarray, layout: UnitLayout, budget_bytes: int, rng: np.random.Generator) -> np.ndarray:
-    """Drop one selected cell of an item group that keeps >= 2 and add one unselected cell; a child over the
-    budget (unit sizes differ by up to one item's block) is redrawn; the child is then filled."""
+def mutate(parent: np.ndarray, layout: UnitLayout, budget_bytes: int, rng: np.random.Generator,
+           prefixes: bool = False) -> np.ndarray:
+    """Drop one selected cell of an item group that keeps >= 2 and add one unselected cell (with
+    ``prefixes``: the last block of one item group, the next of another); a child over the budget (unit
+    sizes differ by up to one item's block) is redrawn; the child is then filled."""
+    n_blocks = parent.shape[1]
     for _ in range(MUTATION_ATTEMPTS):
         child = parent.copy()
-        droppable = np.flatnonzero((child & (child.sum(axis=1, keepdims=True) >= 2)).ravel())
-        addable = np.flatnonzero(~child.ravel())
+        kept = child.sum(axis=1)
+        if prefixes:
+            droppable = np.flatnonzero(kept >= 2) * n_blocks + kept[kept >= 2] - 1
+            addable = np.flatnonzero(kept < n_blocks) * n_blocks + kept[kept < n_blocks]
+        else:
+            droppable = np.flatnonzero((child & (kept[:, None] >= 2)).ravel())
+            addable = np.flatnonzero(~child.ravel())
         if droppable.size == 0 or addable.size == 0:  # the smallest or the full structure: nothing to swap
-            return _fill(child, layout, budget_bytes, rng)
-        child.flat[rng.choice(droppable)] = False
+            return _fill(child, layout, budget_bytes, rng, prefixes)
+        drop = rng.choice(droppable)
+        if prefixes:  # the next block of the item group whose block was dropped is that block again
+            addable = addable[addable // n_blocks != drop // n_blocks]
+            if addable.size == 0:
+                return _fill(child, layout, budget_bytes, rng, prefixes)
+        child.flat[drop] = False
         child.flat[rng.choice(addable)] = True
         if structure_bytes(child, layout) <= budget_bytes:
-            return _fill(child, layout, budget_bytes, rng)
+            return _fill(child, layout, budget_bytes, rng, prefixes)
     return parent.copy()
 
 
-def training_structures(layout: UnitLayout, count: int, rng: np.random.Generator) -> np.ndarray:
+def training_structures(layout: UnitLayout, count: int, rng: np.random.Generator,
+                        prefixes: bool = False) -> np.ndarray:
     """(count, G_v, N) random full structures over the whole budget range: each at a budget drawn
     log-uniformly between the smallest structure and the full table."""
     low, high = minimum_bytes(layout), layout.full_bytes()
     budgets = np.exp(rng.uniform(np.log(low), np.log(high), size=count)).astype(np.int64)
-    return np.stack([random_structure(layout, max(int(b), low), rng) for b in budgets])
+    return np.stack([random_structure(layout, max(int(b), low), rng, prefixes) for b in budgets])
+
+
+def is_prefix(structure: np.ndarray) -> bool:
+    """Every item group keeps its first |S_g| blocks."""
+    kept = structure.sum(axis=1)
+    return bool(np.array_equal(structure, np.arange(structure.shape[1])[None, :] < kept[:, None]))
 
 
 def unit_weights(structure: np.ndarray) -> np.ndarray:
@@ -180,9 +218,11 @@ def label_structures(structures: np.ndarray, scoring: Scoring, data: Interaction
     start = 0
     if resume and checkpoint.exists():
         with np.load(checkpoint, allow_pickle=False) as z:
-            done = z["labels"]
-        if done.shape[1:] != labels.shape[1:] or len(done) > len(labels):
-            raise PeelError(f"{checkpoint} does not belong to this run's structures; delete it to relabel")
+            done, labelled = z["labels"], z["structures"]
+        if (done.shape[1:] != labels.shape[1:] or len(done) > len(labels) or labelled.shape != (len(done),
+                                                                                              *structures.shape[1:])
+                or not np.array_equal(labelled, structures[:len(done)])):
+            raise PeelError(f"{checkpoint} holds labels of other structures than this run's; delete it to relabel")
         labels[:len(done)], start = done, len(done)
     steps: Any = range(start, len(structures))
     if progress:
@@ -195,7 +235,7 @@ def label_structures(structures: np.ndarray, scoring: Scoring, data: Interaction
             labels[i, r] = scoring.ndcg(structures[i], reading, data, users)
         if (i + 1) % CHECKPOINT_EVERY == 0 or i + 1 == len(structures):
             with atomic_path(checkpoint) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, labels=labels[:i + 1])
+                np.savez(fh, labels=labels[:i + 1], structures=structures[:i + 1])
     return labels
 
 
@@ -283,30 +323,45 @@ def fit_estimator(structures: np.ndarray, labels: np.ndarray, config: RuleConfig
     return Estimator(best, trained[best], mean, std, correlation)
 
 
-def save_estimators(path: Path, estimators: dict[str, Estimator]) -> None:
-    """One estimator per reading in one npz: tensors by name, the rest as a JSON string (no pickle)."""
+def save_estimators(path: Path, estimators: dict[str, Estimator], space: str) -> None:
+    """One estimator per reading in one npz, with the search space it was trained on: tensors by name, the
+    rest as a JSON string (no pickle)."""
     arrays: dict[str, np.ndarray] = {}
-    meta = {}
+    readings = {}
     for reading, est in estimators.items():
-        meta[reading] = {"kind": est.kind, "mean": est.mean, "std": est.std,
-                         "held_out_spearman": est.held_out_spearman}
+        readings[reading] = {"kind": est.kind, "mean": est.mean, "std": est.std,
+                             "held_out_spearman": est.held_out_spearman}
         arrays |= {f"{reading}/{name}": t.detach().numpy() for name, t in est.model.state_dict().items()}
+    meta = {"search_space": space, "readings": readings}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
 
 
-def load_estimators(path: Path, n_features: int) -> dict[str, Estimator]:
+def read_estimator_meta(path: Path) -> dict[str, Any]:
+    """{"search_space": ..., "readings": {reading: {kind, mean, std, held_out_spearman}}} of an estimator file."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
+        if meta.get("search_space") not in SEARCH_SPACES or not isinstance(meta.get("readings"), dict):
+            raise ValueError("no search space or readings")
+        return meta
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PeelError(f"{path}: not a RULE estimator of this run ({exc}); delete it and resume the run") from None
+
+
+def load_estimators(path: Path, n_features: int) -> tuple[str, dict[str, Estimator]]:
+    """(the search space, one estimator per reading) of an estimator file."""
+    meta = read_estimator_meta(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
             out = {}
-            for reading, m in meta.items():
+            for reading, m in meta["readings"].items():
                 model = ESTIMATORS[m["kind"]](n_features)
                 state = {name: torch.from_numpy(z[f"{reading}/{name}"]) for name in model.state_dict()}
                 model.load_state_dict(state)
                 out[reading] = Estimator(m["kind"], model.eval(), float(m["mean"]), float(m["std"]),
                                          m["held_out_spearman"])
-            return out
+            return meta["search_space"], out
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, json.JSONDecodeError) as exc:
         raise PeelError(f"{path}: not a RULE estimator of this run ({exc}); delete it and resume the run") from None
 
@@ -332,8 +387,9 @@ class SearchResult:
                 "seed_budget_bytes": self.seed_budget_bytes}
 
     @classmethod
-    def read(cls, path: Path, layout: UnitLayout) -> SearchResult:
-        """A search file, checked: the structure's shape, at least one block per item group, within its budget."""
+    def read(cls, path: Path, layout: UnitLayout, space: str = "subsets") -> SearchResult:
+        """A search file, checked: the structure's shape, at least one block per item group (the first ones
+        if the space is prefixes), within its budget."""
         try:
             values = json.loads(path.read_text())
             structure = np.asarray(values["structure"])
@@ -346,25 +402,26 @@ class SearchResult:
         expected = (len(layout.item_group_sizes), layout.n_blocks)
         if (structure.shape != expected or not np.isin(structure, (0, 1)).all()
                 or not result.structure.any(axis=1).all() or used != structure_bytes(result.structure, layout)
-                or used > budget):
+                or used > budget or (space == "prefixes" and not is_prefix(result.structure))):
             raise PeelError(f"{path}: the structure must be {expected[0]} x {expected[1]} of 0/1 with a block in every "
-                            f"item group, costing bytes_used <= budget_bytes; delete it to search again")
+                            f"item group ({space}), costing bytes_used <= budget_bytes; delete it to search again")
         return result
 
 
 def evolve(estimator: Estimator, layout: UnitLayout, budget_bytes: int, config: RuleConfig,
-           rng: np.random.Generator, seeds: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+           rng: np.random.Generator, seeds: list[np.ndarray], prefixes: bool) -> list[tuple[np.ndarray, float]]:
     """Regularized (aging) evolution (Real et al. 2019), mutation only: P members (``seeds`` first, then
     random feasible ones); each of C cycles mutates the best of S drawn members, appends the child and
     drops the oldest. Returns the history (every member ever made) with its predicted score."""
     members = [s.copy() for s in seeds][:config.population]
-    members += [random_structure(layout, budget_bytes, rng) for _ in range(config.population - len(members))]
+    members += [random_structure(layout, budget_bytes, rng, prefixes)
+                for _ in range(config.population - len(members))]
     population = deque(zip(members, estimator.predict(np.stack(members)).tolist(), strict=True))
     history = list(population)
     for _ in range(config.cycles):
         drawn = rng.choice(len(population), config.sample, replace=False)
         parent = max((population[i] for i in drawn), key=lambda member: member[1])[0]
-        child = mutate(parent, layout, budget_bytes, rng)
+        child = mutate(parent, layout, budget_bytes, rng, prefixes)
         member = (child, float(estimator.predict(child[None])[0]))
         population.append(member)
         population.popleft()
@@ -373,7 +430,8 @@ def evolve(estimator: Estimator, layout: UnitLayout, budget_bytes: int, config: 
 
 
 def search(estimator: Estimator, layout: UnitLayout, budget_bytes: int, reading: str, config: PeelConfig,
-           true_score: Callable[[np.ndarray], float], seed: tuple[int, np.ndarray] | None = None) -> SearchResult:
+           true_score: Callable[[np.ndarray], float], seed: tuple[int, np.ndarray] | None = None,
+           space: str = "subsets") -> SearchResult:
     """One budget's search. The finalists are the estimator's ``rule.finalists`` best distinct structures of
     the history and ``seed`` (budget bytes, the next smaller budget's choice), which fits this budget and stays
     among them; each is scored with ``true_score`` (validation NDCG@50) and the best is kept, the seed on a tie."""
@@ -381,7 +439,7 @@ def search(estimator: Estimator, layout: UnitLayout, budget_bytes: int, reading:
     check_budget(layout, budget_bytes)
     rng = np.random.default_rng([config.seed, budget_bytes, EQ10_READINGS.index(reading)])
     seeds = [] if seed is None else [seed[1]]
-    history = evolve(estimator, layout, budget_bytes, config.rule, rng, seeds)
+    history = evolve(estimator, layout, budget_bytes, config.rule, rng, seeds, space == "prefixes")
     finalists: list[tuple[np.ndarray, float, str]] = [(s, float(estimator.predict(s[None])[0]), "seed") for s in seeds]
     seen = {s.tobytes() for s in seeds}
     for structure, predicted in sorted(history, key=lambda member: -member[1]):
@@ -423,6 +481,7 @@ def train_rule(data: Interactions, out: str | Path, config: PeelConfig, *, data_
     if layout.rule_estimator.exists():
         return summary
     config = layout.read_config()  # resolved for the data
+    space = search_space(config)
     layout.rule_dir.mkdir(exist_ok=True)
     users, items = load_pretrained(layout.embeddings)
     with np.load(layout.grouping, allow_pickle=False) as z:
@@ -435,12 +494,13 @@ def train_rule(data: Interactions, out: str | Path, config: PeelConfig, *, data_
     if not layout.rule_labels.exists():
         start = time.perf_counter()
         rng = np.random.default_rng([config.seed, 1])
-        structures = training_structures(units, config.rule.structures, rng)
+        structures = training_structures(units, config.rule.structures, rng, space == "prefixes")
         sample = label_users(data, config.rule.label_users, config.seed)
         labels = label_structures(structures, scoring, data, sample, checkpoint=layout.rule_labels_checkpoint,
                                   resume=resume, progress=progress)
         with atomic_path(layout.rule_labels) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, structures=structures, labels=labels, users=sample, readings=np.array(EQ10_READINGS))
+            np.savez(fh, structures=structures, labels=labels, users=sample, readings=np.array(EQ10_READINGS),
+                     search_space=np.array(space))
         layout.rule_labels_checkpoint.unlink(missing_ok=True)
         timings["labels"] = time.perf_counter() - start
         log.info("RULE: %d structures labelled on %d validation users in %.1f s", len(structures), len(sample),
@@ -451,7 +511,7 @@ def train_rule(data: Interactions, out: str | Path, config: PeelConfig, *, data_
     start = time.perf_counter()
     estimators = {r: fit_estimator(structures, labels[:, i], config.rule, config.seed)
                   for i, r in enumerate(EQ10_READINGS)}
-    save_estimators(layout.rule_estimator, estimators)
+    save_estimators(layout.rule_estimator, estimators, space)
     timings["estimator"] = time.perf_counter() - start
     for reading, est in estimators.items():
         log.info("RULE estimator (%s): %s, held-out Spearman %s", reading, est.kind,
