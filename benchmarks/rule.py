@@ -38,23 +38,27 @@ except ImportError:  # run from another directory
     sys.path.insert(0, str(Path(__file__).parent))
     from compare import KS, PEEL_VARIANTS, budgets_for
 
-# name -> (label, preset, the PEEL run of benchmarks/compare.py whose stage a it reuses)
-RULE_VARIANTS: dict[str, tuple[str, str | None, str]] = {
-    "rule": ("RULE (stage a of PEEL's defaults)", None, "peel-defaults"),
-    "rule-paper": ("RULE (stage a of the paper preset)", "paper", "peel-paper"),
+# name -> (label, preset, overrides, the PEEL run of benchmarks/compare.py whose stage a it reuses)
+RULE_VARIANTS: dict[str, tuple[str, str | None, list[str], str]] = {
+    "rule": ("RULE (stage a of PEEL's defaults)", None, [], "peel-defaults"),
+    "rule-paper": ("RULE (stage a of the paper preset)", "paper", [], "peel-paper"),
+    # methods.md's literal search space on the nested stage a (the default searches prefixes there)
+    "rule-subsets": ("RULE (stage a of PEEL's defaults, any subset of blocks)", None, ["rule.search_space=subsets"],
+                     "peel-defaults"),
 }
 
 
 def train(data: Any, data_path: str, runs: Path, names: list[str], threads: int) -> None:
     for name in names:
-        label, preset, peel_run = RULE_VARIANTS[name]
+        label, preset, overrides, peel_run = RULE_VARIANTS[name]
         if not RunLayout(runs / peel_run).embeddings.exists():
             raise SystemExit(f"{name} reuses the stage a of {peel_run}: train it first (benchmarks/compare.py "
                              f"--only {peel_run})")
         out = runs / name
         if not RunLayout(out).rule_estimator.exists():
             print(f"training {label}", flush=True)
-            config = config_from_sources(preset=preset, overrides=[f"threads={threads}"] if threads else [])
+            extra = [f"threads={threads}"] if threads else []
+            config = config_from_sources(preset=preset, overrides=overrides + extra)
             METHODS["rule"].fit(data, out, config, data_path=data_path, resume=RunLayout(out).config.exists(),
                                 progress=False, stage_a_from=runs / peel_run)
 
@@ -63,13 +67,15 @@ def evaluate(data: Any, runs: Path, names: list[str], budgets: list[Any]) -> lis
     """Test rows (per user) of every RULE run under each reading, and of the PEEL runs it reuses."""
     rows = []
     for name in names:
-        label, _, peel_run = RULE_VARIANTS[name]
+        label, _, _, peel_run = RULE_VARIANTS[name]
         for reading in EQ10_READINGS:
             model = load_run(runs / name, overrides=[f"device.eq10={reading}"])
             print(f"evaluating {label}, {reading}", flush=True)
             for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True,
                                       label=f"{label}, Eq. 10 {reading}"):
                 rows.append({**row, "run": name, "reading": reading, "versus": peel_run})
+        if any(r["run"] == peel_run for r in rows):  # two RULE variants on one stage a: its PEEL run once
+            continue
         peel_label = PEEL_VARIANTS[peel_run][0]
         print(f"evaluating {peel_label}", flush=True)
         model = load_run(runs / peel_run)
@@ -83,7 +89,7 @@ def evaluate(data: Any, runs: Path, names: list[str], budgets: list[Any]) -> lis
 def deployment(runs: Path, name: str) -> dict[str, Any]:
     """RULE's costs: the stage a it shares, the labels and estimators (once), and each estimator's quality."""
     layout = RunLayout(runs / name)
-    peel_run = RULE_VARIANTS[name][2]
+    peel_run = RULE_VARIANTS[name][3]
     seconds = layout.read_summary().get("seconds", {})
     meta = read_estimator_meta(layout.rule_estimator)
     with np.load(layout.rule_labels, allow_pickle=False) as z:
@@ -151,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--runs", type=Path, required=True, help="benchmarks/compare.py's run folder")
-    parser.add_argument("--variants", default=",".join(RULE_VARIANTS))
+    parser.add_argument("--variants", default="rule,rule-paper", help=f"of {', '.join(RULE_VARIANTS)}")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     names = [n for n in args.variants.split(",") if n]
