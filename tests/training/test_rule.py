@@ -141,11 +141,11 @@ def test_search_is_deterministic_and_budgets_are_monotone_on_validation(rule_run
     model = load_run(rule_run)
     model.search([budgets[2], budgets[0]])  # out of order: the middle budget is added later
     model.search(budgets)
-    scores = [model._structure(b)[0].valid_ndcg for b in budgets]
+    scores = [model.choice(b)[0].valid_ndcg for b in budgets]
     assert scores == sorted(scores)
     for b in budgets:
-        chosen = model._structure(b)[0]
-        assert chosen.bytes_used <= b.bytes == model._structure(b)[1].budget_bytes
+        chosen = model.choice(b)[0]
+        assert chosen.bytes_used <= b.bytes == model.choice(b)[1].budget_bytes
         assert model.device_bytes(b) == chosen.bytes_used
     # the seed is among every search's finalists
     searches = sorted((rule_run / "rule").glob("search-masked-*.json"))
@@ -174,7 +174,7 @@ def test_fold_reading_has_its_own_estimator_and_searches(rule_run, small_data):
 def test_export_holds_exactly_the_structure(rule_run, small_data, tmp_path):
     budget = Budget(6400, "50%")
     model = load_run(rule_run)
-    chosen = model._structure(budget)[0]
+    chosen = model.choice(budget)[0]
     export = export_run(rule_run, tmp_path / "export", max_budget=budget, data=small_data)
     index = json.loads((export / "index.json").read_text())
     [entry] = index["groups"]

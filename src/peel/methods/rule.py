@@ -127,7 +127,8 @@ class RuleModel(TrainedModel):
         best = max(range(len(fitting)), key=lambda i: (fitting[i].valid_ndcg, i))
         return fitting[best], own
 
-    def _structure(self, budget: Budget | None) -> tuple[Any, Any]:
+    def choice(self, budget: Budget | None) -> tuple[Any, Any]:
+        """(the structure that serves ``budget``, this budget's own search), searching it if it is new."""
         if budget is None:
             raise BudgetError("RULE is elastic: give it a budget")
         self.search([budget])
@@ -135,13 +136,13 @@ class RuleModel(TrainedModel):
 
     # ------------------------------------------------------------------ protocol
     def device_bytes(self, budget: Budget | None) -> int:
-        return self._structure(budget)[0].bytes_used
+        return self.choice(budget)[0].bytes_used
 
     def scorer(self, budget: Budget | None) -> Scorer:
-        return self.scoring.scorer(self._structure(budget)[0].structure, self.reading)
+        return self.scoring.scorer(self.choice(budget)[0].structure, self.reading)
 
     def details(self, budget: Budget | None) -> dict[str, Any]:
-        chosen, own = self._structure(budget)
+        chosen, own = self.choice(budget)
         return {"blocks_kept": int(chosen.structure.sum()), "search_seconds": own.seconds,
                 "structure_from_budget_bytes": chosen.budget_bytes, "valid_ndcg@50": chosen.valid_ndcg}
 
@@ -165,7 +166,7 @@ class RuleModel(TrainedModel):
                 raise PeelError(f"{self.layout.root}: RULE has no searched budget yet; give --max-budget (or evaluate "
                                 "at a budget first)")
             max_budget = Budget(searched[-1], label=str(searched[-1]))
-        chosen = self._structure(max_budget)[0]
+        chosen = self.choice(max_budget)[0]
         run = self._trained_run(chosen.structure)
         kept = Budget(chosen.bytes_used, label=max_budget.label)
         if select(run.unit_order(0), run.layout, kept.bytes).n_kept != int(chosen.structure.sum()):
