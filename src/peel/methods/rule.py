@@ -96,22 +96,29 @@ class RuleModel(TrainedModel):
         return found
 
     def search(self, budgets: list[Budget]) -> None:
-        """Search every budget not searched yet, smallest first (each seeded by the choice below it)."""
+        """Search every budget not searched yet, smallest first (each seeded by the choice below it); the
+        searches are logged to the run's log.txt."""
         from peel._io import write_json_atomic
+        from peel.training.pipeline import run_log
         from peel.training.rule import check_budget, search
 
-        for budget in sorted(budgets, key=lambda b: b.bytes):
-            path = self.layout.rule_search(self.reading, budget.bytes)
-            if path.exists():
-                continue
-            check_budget(self.units, budget.bytes)
-            below = [b for b in self._searches() if b < budget.bytes]
-            seed = None if not below else (max(below), self._choice(max(below))[0].structure)
-            result = search(self.estimator, self.units, budget.bytes, self.reading, self.config,
-                            self._validation_ndcg, seed=seed, space=self.space)
-            write_json_atomic(path, result.to_json())
-            log.info("RULE search (%s) at %s: validation NDCG@50 %.5f, %.1f s", self.reading, budget,
-                     result.valid_ndcg, result.seconds)
+        pending = sorted((b for b in budgets if not self.layout.rule_search(self.reading, b.bytes).exists()),
+                         key=lambda b: b.bytes)
+        if not pending:
+            return
+        with run_log(self.layout.log):
+            for budget in pending:
+                path = self.layout.rule_search(self.reading, budget.bytes)
+                if path.exists():  # the same budget twice in one call
+                    continue
+                check_budget(self.units, budget.bytes)
+                below = [b for b in self._searches() if b < budget.bytes]
+                seed = None if not below else (max(below), self._choice(max(below))[0].structure)
+                result = search(self.estimator, self.units, budget.bytes, self.reading, self.config,
+                                self._validation_ndcg, seed=seed, space=self.space)
+                write_json_atomic(path, result.to_json())
+                log.info("RULE search (%s) at %s: validation NDCG@50 %.5f, %.1f s", self.reading, budget,
+                         result.valid_ndcg, result.seconds)
 
     def _validation_ndcg(self, structure: np.ndarray) -> float:
         """The true validation metric of a finalist: NDCG@50 over every validation user."""

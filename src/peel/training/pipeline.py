@@ -9,11 +9,13 @@ stage a where its config allows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +104,11 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         _share_pretraining(parent, out, config)
     elif stage_a_from is not None:
         _share_pretraining(Path(stage_a_from), out, config)
-    handler = _attach_log(RunLayout(out).log)
-    log.info("train %s: executor %s, threads %d%s", out, config.executor, config.threads,
-             ", resume" if resume else "")
-    try:
+    with run_log(RunLayout(out).log):
+        log.info("train %s: executor %s, threads %d%s", out, config.executor, config.threads,
+                 ", resume" if resume else "")
         return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after,
                            teacher=teacher, data_path=data_path, item_dims=item_dims)
-    finally:
-        logging.getLogger("peel").removeHandler(handler)
-        handler.close()
 
 
 def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bool, progress: bool,
@@ -395,10 +393,16 @@ def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
             return
 
 
-def _attach_log(path: Path) -> logging.Handler:
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Append the "peel" logger's records to a run's log.txt while the block runs."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("peel")
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
-    return handler
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

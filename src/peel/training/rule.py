@@ -471,8 +471,7 @@ def train_rule(data: Interactions, out: str | Path, config: PeelConfig, *, data_
                resume: bool = False, progress: bool = True, stage_a_from: str | Path | None = None) -> dict[str, Any]:
     """Stage a and item groups (PEEL's pipeline, or a finished run's stage a reused), then the labels and the
     estimators of both Eq. 10 readings; each stage is timed in summary.json and resumable."""
-    from peel.training.pipeline import record_seconds, train
-    from peel.training.pretrain import load_pretrained
+    from peel.training.pipeline import run_log, train
 
     config = rule_config(config)
     summary = train(data, out, config, data_path=data_path, resume=resume, progress=progress, stop_after="grouping",
@@ -480,6 +479,15 @@ def train_rule(data: Interactions, out: str | Path, config: PeelConfig, *, data_
     layout = RunLayout(out)
     if layout.rule_estimator.exists():
         return summary
+    with run_log(layout.log):
+        return _labels_and_estimators(data, layout, resume=resume, progress=progress)
+
+
+def _labels_and_estimators(data: Interactions, layout: RunLayout, *, resume: bool, progress: bool) -> dict[str, Any]:
+    from peel.training.pipeline import record_seconds
+    from peel.training.pretrain import load_pretrained
+
+    out = layout.root
     config = layout.read_config()  # resolved for the data
     space = search_space(config)
     layout.rule_dir.mkdir(exist_ok=True)
