@@ -113,7 +113,7 @@ def test_labels_are_validation_ndcg_on_a_seeded_sample_of_validation_users(rule_
     assert again == pytest.approx(labels[3, 1], abs=1e-12)  # the same computation, the same process
     seconds = json.loads((rule_run / "summary.json").read_text())["seconds"]
     assert {"pretrain", "grouping", "labels", "estimator"} <= set(seconds)
-    model.search([Budget(5000)])
+    model.search([Budget(12800)])  # above the budgets other tests search: it seeds none of them
     text = (rule_run / "log.txt").read_text()  # RULE's own stages and searches are in the run's log
     assert "structures labelled" in text and "RULE estimator (fold)" in text and "RULE search (masked)" in text
 
