@@ -242,3 +242,13 @@ def test_stop_after_names_a_stage(small_data, tmp_path):
     with pytest.raises(ConfigError, match="stop_after must be one of pretrain, grouping"):
         train(small_data, tmp_path / "x", SMALL, stop_after="finetune", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_within_budget_spearman_does_not_credit_ranking_by_size():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1000, 5000, size=400).astype(float)
+    quality = rng.normal(size=400)
+    labels = sizes / 1000 + quality  # bigger structures score higher, and within a size quality decides
+    by_size, by_quality = sizes, sizes / 1000 + quality + rng.normal(scale=0.1, size=400)
+    assert rule.spearman(by_size, labels) > 0.6 and abs(rule.within_budget_spearman(by_size, labels, sizes)) < 0.3
+    assert rule.within_budget_spearman(by_quality, labels, sizes) > 0.9

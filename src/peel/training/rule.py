@@ -304,12 +304,25 @@ def _train_estimator(kind: str, x: np.ndarray, y: np.ndarray, epochs: int, seed:
     return model.eval()
 
 
+def held_out_split(n: int, config: RuleConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, training) indices of ``n`` labelled structures: one seeded permutation."""
+    order = np.random.default_rng(seed).permutation(n)
+    return order[:round(n * config.held_out)], order[round(n * config.held_out):]
+
+
+def within_budget_spearman(predicted: np.ndarray, labels: np.ndarray, sizes: np.ndarray, bins: int = 5) -> float:
+    """Mean Spearman correlation within ``bins`` quantile bins of structure bytes: how well structures of about
+    the same size are ranked (the search compares those), without the easy ranking by size."""
+    edges = np.quantile(sizes, np.linspace(0, 1, bins + 1))
+    index = np.clip(np.searchsorted(edges, sizes, side="right") - 1, 0, bins - 1)
+    return float(np.mean([spearman(predicted[index == b], labels[index == b]) for b in range(bins)
+                          if np.sum(index == b) > 2]))
+
+
 def fit_estimator(structures: np.ndarray, labels: np.ndarray, config: RuleConfig, seed: int) -> Estimator:
     """Train each estimator kind on the structures not held out; keep config.estimator, or ('auto') the kind
     whose held-out Spearman correlation is higher."""
-    n = len(structures)
-    order = np.random.default_rng(seed).permutation(n)
-    held, kept = order[:round(n * config.held_out)], order[round(n * config.held_out):]
+    held, kept = held_out_split(len(structures), config, seed)
     mean, std = float(labels[kept].mean()), float(labels[kept].std()) or 1.0
     x = features(structures)
     kinds = list(ESTIMATORS) if config.estimator == "auto" else [config.estimator]
