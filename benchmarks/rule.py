@@ -15,13 +15,14 @@ trains what is missing (resumable: rerun after a kill). Results: benchmarks/resu
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from peel.bench import write_result
+from peel.bench import RESULTS_DIR, write_result
 from peel.config import config_from_sources
 from peel.data import load
 from peel.evaluation.significance import paired_test
@@ -120,8 +121,13 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Any]) -> list[dict[str
         for metric in ("ndcg@50", "recall@50"):
             out.append({"budget": rule["budget"], "a": rule["method"], "b": peel["method"],
                         **paired_test(rule["per_user"], peel["per_user"], metric)})
-    order = {b.label: i for i, b in enumerate(budgets)}
-    return sorted(out, key=lambda t: (t["a"], order[t["budget"]]))
+    return sort_paired(out, rows, [b.label for b in budgets])
+
+
+def sort_paired(tests: list[dict[str, Any]], rows: list[dict[str, Any]], budgets: list[str]) -> list[dict[str, Any]]:
+    """Each RULE row's tests together, in the order of the rows (masked before fold), budgets ascending."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    return sorted(tests, key=lambda t: (methods.index(t["a"]), budgets.index(t["budget"])))
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -173,7 +179,16 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, required=True, help="benchmarks/compare.py's run folder")
     parser.add_argument("--variants", default="rule,rule-paper", help=f"of {', '.join(RULE_VARIANTS)}")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--replot", action="store_true", help="rewrite the markdown from the JSON (keeps its footer)")
     args = parser.parse_args()
+    if args.replot:
+        name = f"rule_{Path(args.data).name}"
+        payload = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+        payload["paired"] = sort_paired(payload["paired"], payload["rows"], payload["budgets"])
+        text = (RESULTS_DIR / f"{name}.md").read_text()
+        (RESULTS_DIR / f"{name}.md").write_text(f"# {name}\n\n{markdown(payload).strip()}\n"
+                                                f"{text[text.index(chr(10) + '- command: '):]}")
+        return
     names = [n for n in args.variants.split(",") if n]
     if unknown := set(names) - set(RULE_VARIANTS):
         parser.error(f"--variants: unknown {', '.join(sorted(unknown))}; known: {', '.join(RULE_VARIANTS)}")

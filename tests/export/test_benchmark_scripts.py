@@ -247,9 +247,9 @@ def test_rule_benchmark_pairs_each_rule_row_with_the_peel_run_of_its_stage_a() -
     rows.append({"run": "rule", "method": "RULE, masked", "budget": "1KB", "error": "below the minimum",
                  "versus": "peel-defaults"})
     tests = rule.paired_rows(rows, budgets)
-    assert [(t["a"], t["budget"], t["metric"]) for t in tests][:4] == [
-        ("RULE, fold", "5MB-eq", "ndcg@50"), ("RULE, fold", "5MB-eq", "recall@50"),
-        ("RULE, fold", "10MB-eq", "ndcg@50"), ("RULE, fold", "10MB-eq", "recall@50")]
+    assert [(t["a"], t["budget"], t["metric"]) for t in tests][:4] == [  # the rows' order, budgets ascending
+        ("RULE, masked", "5MB-eq", "ndcg@50"), ("RULE, masked", "5MB-eq", "recall@50"),
+        ("RULE, masked", "10MB-eq", "ndcg@50"), ("RULE, masked", "10MB-eq", "recall@50")]
     assert len(tests) == 8 and all(t["b"] == "PEEL (defaults)" and t["difference"] > 0 for t in tests)
     deployment = [{"run": "rule", "search_space": "prefixes", "structures": 2000, "label_users": 1000,
                    "stage_a_seconds": 3000.0, "labels_seconds": 1800.0, "estimator_seconds": 30.0,
