@@ -123,13 +123,14 @@ def test_labelling_resumes_from_its_checkpoint(rule_run, small_data, tmp_path):
     with np.load(rule_run / "rule" / "labels.npz") as z:
         structures, labels, users = z["structures"][:30], z["labels"][:30], z["users"]
     checkpoint = tmp_path / "labels-checkpoint.npz"
-    rule.label_structures(structures[:25], model.scoring, small_data, users, checkpoint=checkpoint, resume=False,
-                          progress=False)
+    _, first = rule.label_structures(structures[:25], model.scoring, small_data, users, checkpoint=checkpoint,
+                                     resume=False, progress=False)
     with np.load(checkpoint) as z:
-        assert len(z["labels"]) == 25
-    resumed = rule.label_structures(structures, model.scoring, small_data, users, checkpoint=checkpoint, resume=True,
-                                    progress=False)
+        assert len(z["labels"]) == 25 and float(z["seconds"]) == pytest.approx(first, abs=0.05)
+    resumed, total = rule.label_structures(structures, model.scoring, small_data, users, checkpoint=checkpoint,
+                                           resume=True, progress=False)
     np.testing.assert_allclose(resumed, labels, rtol=0, atol=1e-12)
+    assert total > float(first)  # the seconds before the resume count too
     other = structures[::-1].copy()  # e.g. the structures of another search space: the labels are not theirs
     with pytest.raises(PeelError, match="labels of other structures"):
         rule.label_structures(other, model.scoring, small_data, users, checkpoint=checkpoint, resume=True,

@@ -211,14 +211,17 @@ def label_users(data: Interactions, count: int, seed: int) -> np.ndarray:
 
 
 def label_structures(structures: np.ndarray, scoring: Scoring, data: Interactions, users: np.ndarray, *,
-                     checkpoint: Path, resume: bool, progress: bool) -> np.ndarray:
-    """(structures, readings) validation NDCG@50 of every structure under each Eq. 10 reading. Every
-    CHECKPOINT_EVERY structures the labels so far are saved; ``resume`` continues from them."""
+                     checkpoint: Path, resume: bool, progress: bool) -> tuple[np.ndarray, float]:
+    """(structures, readings) validation NDCG@50 of every structure under each Eq. 10 reading, and the seconds
+    labelling took in all (over every resume). Every CHECKPOINT_EVERY structures the labels so far are saved
+    with their seconds; ``resume`` continues from them."""
     labels = np.full((len(structures), len(EQ10_READINGS)), np.nan)
-    start = 0
+    start, before, clock = 0, 0.0, time.perf_counter()
     if resume and checkpoint.exists():
         with np.load(checkpoint, allow_pickle=False) as z:
             done, labelled = z["labels"], z["structures"]
+            # a checkpoint of an older peel has no seconds: the time before the resume is then not counted
+            before = float(z["seconds"]) if "seconds" in z.files else 0.0
         if (done.shape[1:] != labels.shape[1:] or len(done) > len(labels) or labelled.shape != (len(done),
                                                                                               *structures.shape[1:])
                 or not np.array_equal(labelled, structures[:len(done)])):
@@ -235,8 +238,9 @@ def label_structures(structures: np.ndarray, scoring: Scoring, data: Interaction
             labels[i, r] = scoring.ndcg(structures[i], reading, data, users)
         if (i + 1) % CHECKPOINT_EVERY == 0 or i + 1 == len(structures):
             with atomic_path(checkpoint) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, labels=labels[:i + 1], structures=structures[:i + 1])
-    return labels
+                np.savez(fh, labels=labels[:i + 1], structures=structures[:i + 1],
+                         seconds=before + time.perf_counter() - clock)
+    return labels, before + time.perf_counter() - clock
 
 
 # ---------------------------------------------------------------------- estimator
@@ -513,17 +517,15 @@ def _labels_and_estimators(data: Interactions, layout: RunLayout, *, resume: boo
                       users.astype(np.float32), item_group, config.device.eq10_scale)
     timings: dict[str, float] = {}
     if not layout.rule_labels.exists():
-        start = time.perf_counter()
         rng = np.random.default_rng([config.seed, 1])
         structures = training_structures(units, config.rule.structures, rng, space == "prefixes")
         sample = label_users(data, config.rule.label_users, config.seed)
-        labels = label_structures(structures, scoring, data, sample, checkpoint=layout.rule_labels_checkpoint,
-                                  resume=resume, progress=progress)
+        labels, timings["labels"] = label_structures(structures, scoring, data, sample, resume=resume,
+                                                     checkpoint=layout.rule_labels_checkpoint, progress=progress)
         with atomic_path(layout.rule_labels) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, structures=structures, labels=labels, users=sample, readings=np.array(EQ10_READINGS),
                      search_space=np.array(space))
         layout.rule_labels_checkpoint.unlink(missing_ok=True)
-        timings["labels"] = time.perf_counter() - start
         log.info("RULE: %d structures labelled on %d validation users in %.1f s", len(structures), len(sample),
                  timings["labels"])
         record_seconds(out, timings)
