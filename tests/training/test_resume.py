@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import peel.training.pretrain as pretrain_module
 from peel.models.lightgcn import LightGCN
 from peel.training.pretrain import pretrain
 
@@ -14,7 +15,12 @@ class Killed(Exception):
     pass
 
 
-def test_killed_pretraining_resumes_to_identical_parameters(tmp_path, small_data, small_config, monkeypatch):
+@pytest.mark.parametrize("checkpoint_seconds", [0.0, 1e9])
+def test_killed_pretraining_resumes_to_identical_parameters(tmp_path, small_data, small_config, monkeypatch,
+                                                            checkpoint_seconds):
+    # 0: a checkpoint after every epoch, so the kill in epoch 2 resumes after epoch 1; 1e9: none until the
+    # last epoch, so the resumed run starts over, to the same parameters
+    monkeypatch.setattr(pretrain_module, "CHECKPOINT_SECONDS", checkpoint_seconds)
     # one stage a, no race of the full-prefix L2 (a killed race resumes: tests/training/test_race.py)
     config = dataclasses.replace(small_config.pretrain, max_epochs=3, patience=10, l2_full_prefix_race="")
     kwargs = dict(model_config=small_config.model, config=config, seed=small_config.seed)
@@ -33,9 +39,16 @@ def test_killed_pretraining_resumes_to_identical_parameters(tmp_path, small_data
     monkeypatch.setattr(LightGCN, "loss", dying_loss)
     with pytest.raises(Killed):
         pretrain(small_data, checkpoint=tmp_path / "b.pt", **kwargs)
-    monkeypatch.setattr(LightGCN, "loss", original)
-    assert (tmp_path / "b.pt").exists()
+    assert (tmp_path / "b.pt").exists() == (checkpoint_seconds == 0)
+    trained = {"batches": 0}
+
+    def counting_loss(self, *args, **kw):
+        trained["batches"] += 1
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(LightGCN, "loss", counting_loss)
     resumed = pretrain(small_data, checkpoint=tmp_path / "b.pt", resume=True, **kwargs)
+    assert (tmp_path / "b.pt").exists()  # the last epoch always writes one
     assert resumed.loop.epochs_run == 3 and len(resumed.loop.history) == 3
     # bit for bit is a fair promise here: one process, one torch thread count, the same batches through the same
     # ops on the same shapes, and a checkpoint holds every tensor exactly (not so across machines or thread counts)
@@ -43,6 +56,7 @@ def test_killed_pretraining_resumes_to_identical_parameters(tmp_path, small_data
     np.testing.assert_array_equal(resumed.user_vectors, reference.user_vectors)
     # and the checkpoint really was used: a fresh run without resume would also match, so check epochs
     assert [h["epoch"] for h in resumed.loop.history] == [1, 2, 3]
+    assert trained["batches"] == (2 if checkpoint_seconds == 0 else 3) * batches_per_epoch
 
 
 def test_pretraining_is_reproducible_and_seed_dependent(small_data, small_config):

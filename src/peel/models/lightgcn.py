@@ -58,7 +58,7 @@ class LightGCN(nn.Module):
         else:
             ego = torch.cat([self.user_embedding, self.item_embedding])
             final = propagate(self.adjacency, ego, self.layers, self.layer_combination)
-            users, items = final[: self.n_users], final[self.n_users:]
+            users, items = final.split([self.n_users, self.n_items])  # one backward copy, not two zero-filled
         if self.item_dims is not None:
             items = items * (torch.arange(items.shape[1]) < self.item_dims[:, None])
         if self.item_scale is not None:
@@ -82,12 +82,15 @@ class LightGCN(nn.Module):
         # index_select, not x[index]: its backward is 1.5-3x faster on CPU (no accumulating index_put)
         user_final, item_final = self.final_embeddings()
         u = user_final.index_select(0, users)
-        positive = u * item_final.index_select(0, positives)
-        negative = u * item_final.index_select(0, negatives)
+        # positives and negatives in one gather: one scatter of the gradient into the item table, not two
+        both = torch.cat([positives, negatives])
+        item_rows = item_final.index_select(0, both)
+        batch = len(users)
+        # (positive, negative) x batch x D in one product; slicing it per side would cost a full-size backward each
+        products = u.unsqueeze(0) * item_rows.view(2, batch, -1)
         if nested:
-            shape = (len(users), self.n_blocks, self.block_dim)
-            positive_cumulative = positive.view(shape).sum(dim=2).cumsum(dim=1)
-            negative_cumulative = negative.view(shape).sum(dim=2).cumsum(dim=1)
+            cumulative = products.view(2, batch, self.n_blocks, self.block_dim).sum(dim=3).cumsum(dim=2)
+            positive_cumulative, negative_cumulative = cumulative[0], cumulative[1]
             prefixes = torch.as_tensor(nested, dtype=torch.long) - 1
             views = -F.logsigmoid((positive_cumulative - negative_cumulative).index_select(1, prefixes)).sum(dim=1)
             if kept is not None:
@@ -97,31 +100,32 @@ class LightGCN(nn.Module):
             n_views = len(nested) + (kept is not None)
             bpr = views.mean() / n_views
         else:
-            bpr = -F.logsigmoid(positive.sum(dim=1) - negative.sum(dim=1)).mean()
+            scores = products.sum(dim=2)
+            bpr = -F.logsigmoid(scores[0] - scores[1]).mean()
         if self.layers == 0 and self.item_dims is None and self.item_scale is None:
             # the final item vectors are the ego ones: a composed table composes every item once per batch
-            item_ego = (item_final.index_select(0, positives), item_final.index_select(0, negatives))
+            item_ego = item_rows
         else:
-            item_ego = (self.item_ego(positives), self.item_ego(negatives))
-        ego = (self.user_embedding.index_select(0, users), *item_ego)
+            item_ego = self.item_ego(both)
+        ego = (self.user_embedding.index_select(0, users), item_ego)
         if nested:
             # block b is in every prefix p > b: its weight is the sum of those prefixes' L2 over the views
-            per_prefix = torch.as_tensor(l2 if isinstance(l2, tuple) else (l2,) * len(nested), dtype=positive.dtype)
+            per_prefix = torch.as_tensor(l2 if isinstance(l2, tuple) else (l2,) * len(nested), dtype=products.dtype)
             if len(per_prefix) != len(nested):
                 raise ValueError(f"l2 has {len(per_prefix)} weights for {len(nested)} nested prefixes")
             covers = torch.arange(self.n_blocks)[None, :] < torch.as_tensor(nested)[:, None]
             block_l2 = (per_prefix[:, None] * covers).sum(dim=0) / n_views
-            block_norms = sum(e.pow(2).view(len(e), self.n_blocks, self.block_dim).sum(dim=(0, 2)) for e in ego)
-            loss = bpr + (block_l2 * block_norms).sum() / (2 * len(users))
+            # e * e, not e.pow(2): its backward is about 1.5x faster on CPU
+            block_norms = sum((e * e).view(len(e), self.n_blocks, self.block_dim).sum(dim=(0, 2)) for e in ego)
+            loss = bpr + (block_l2 * block_norms).sum() / (2 * batch)
         else:
             if isinstance(l2, tuple):
                 raise ValueError("one l2 weight per prefix needs nested prefixes")
-            loss = bpr + l2 * sum(e.pow(2).sum() for e in ego) / (2 * len(users))
+            loss = bpr + l2 * sum((e * e).sum() for e in ego) / (2 * batch)
         if distillation > 0 and self.item_table is not None:  # a codebook table's pull toward its teacher
-            items = torch.cat([positives, negatives])
-            loss = loss + distillation * self.item_table.distillation(items, item_final.index_select(0, items))
+            loss = loss + distillation * self.item_table.distillation(both, item_rows)
         if lambda_div > 0:
-            batch_items = torch.unique(torch.cat([positives, negatives]))
+            batch_items = torch.unique(both)
             blocks = self.item_embedding[batch_items].view(-1, self.n_blocks, self.block_dim)
             loss = loss - lambda_div * diversity(blocks)
         return loss

@@ -71,6 +71,7 @@ def fit(
     lr_decay: float = 1.0,
     lr_patience: int = 0,
     checkpoint: Path | None = None,
+    checkpoint_seconds: float = 0.0,
     resume: bool = False,
     extra_state: dict[str, Stateful] | None = None,
     keep_best: dict[str, Stateful] | None = None,
@@ -89,6 +90,9 @@ def fit(
     With ``lr_decay < 1`` and ``lr_patience > 0``, every ``lr_patience`` validations in a row without
     improvement multiply the optimizer's learning rates by ``lr_decay`` (the rates live in the
     optimizer's state, so a resumed run continues with the decayed rate).
+    The checkpoint is written after an epoch once ``checkpoint_seconds`` have passed since the last one
+    (0: after every epoch) and always after the last epoch; a killed run redoes the epochs since, to the
+    same parameters, since batches are a function of the epoch.
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be max or min, got {mode!r}")
@@ -102,7 +106,7 @@ def fit(
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, model, optimizer, extra_state)
         log.info("%s: resumed after epoch %d", desc, state["epoch"])
-    start_time = time.perf_counter()
+    start_time = last_save = time.perf_counter()
     stopped_early = validate is not None and state["bad"] >= patience  # a run that had stopped stays stopped
     epochs = range(state["epoch"] + 1, max_epochs + 1) if not stopped_early else range(0)
     bar = None
@@ -149,9 +153,12 @@ def fit(
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "score")})
-        if checkpoint is not None:
+        stopping = validate is not None and state["bad"] >= patience
+        if checkpoint is not None and (stopping or epoch == max_epochs
+                                       or time.perf_counter() - last_save >= checkpoint_seconds):
             _save_checkpoint(checkpoint, model, optimizer, extra_state, state)
-        if validate is not None and state["bad"] >= patience:
+            last_save = time.perf_counter()
+        if stopping:
             stopped_early = True
             break
     if bar is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from peel._allocator import keep_freed_memory
 from peel._io import refuse_overlap, write_json_atomic
 from peel.budget import device_bytes
 from peel.config import PeelConfig, missing_keys, resolve_for_data, validate_for_data
@@ -78,6 +79,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     ``teacher``: (a finished full-size run, or None to train one into ``out/teacher`` with the given config)
     whose final vectors stage a starts from and distils (LightRec). ``item_dims``: (search, budget bytes):
     per-item dims are searched first (ESAPN, AutoEmb), fitted to the budget, and stage a trains with them.
+    Large freed arrays stay in the process for the next step (:func:`peel._allocator.keep_freed_memory`).
     """
     out = Path(out)
     if stop_after is not None and stop_after not in STAGES:
@@ -105,8 +107,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     elif stage_a_from is not None:
         _share_pretraining(Path(stage_a_from), out, config)
     with run_log(RunLayout(out).log):
-        log.info("train %s: executor %s, threads %d%s", out, config.executor, config.threads,
-                 ", resume" if resume else "")
+        log.info("train %s: executor %s, threads %d%s%s", out, config.executor, config.threads,
+                 ", resume" if resume else "", ", freed memory kept" if keep_freed_memory() else "")
         return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after,
                            teacher=teacher, data_path=data_path, item_dims=item_dims)
 

@@ -27,6 +27,10 @@ from peel.training.sampling import TripleSampler
 
 log = logging.getLogger(__name__)
 
+# seconds between stage a's checkpoints: a full-size checkpoint (model and Adam state) of amazon-book-sub
+# is 165 MB and about half a second to write, 5-10% of an epoch if written after each
+CHECKPOINT_SECONDS = 60.0
+
 
 @dataclass
 class PretrainResult:
@@ -181,8 +185,8 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
 
     loop = fit(model=model, optimizer=optimizer, batches=batches, step=step, validate=validate, mode="max",
                max_epochs=config.max_epochs, patience=config.patience, eval_every=config.eval_every,
-               lr_decay=config.lr_decay, lr_patience=config.lr_patience, checkpoint=checkpoint, resume=resume,
-               progress=progress, desc="pretrain")
+               lr_decay=config.lr_decay, lr_patience=config.lr_patience, checkpoint=checkpoint,
+               checkpoint_seconds=CHECKPOINT_SECONDS, resume=resume, progress=progress, desc="pretrain")
     model.eval()  # a codebook table composes its exact hard codes only outside training
     with torch.no_grad():
         users, items = model.final_embeddings()
