@@ -3,7 +3,7 @@
 glibc serves an allocation above 32 MiB (a nodes x D embedding on amazon-book-sub is 55 MB) with a
 fresh ``mmap`` and unmaps it on free, so every training step faults the same pages in again: on
 amazon-book-sub stage a that was a third of its CPU time, as system time. Serving every allocation
-from the heap and never trimming it removes those faults (a stage-a step in about 0.56x the wall time:
+from the heap and never trimming it removes those faults (a stage-a step in about 0.46x the wall time:
 benchmarks/results/step_time_amazon-book-sub.md) at the price of a higher resident peak, since freed
 memory is kept for reuse rather than returned to the system.
 """
