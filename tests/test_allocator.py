@@ -41,11 +41,10 @@ def test_a_freed_large_array_is_reused_without_new_page_faults():
     if not kept["kept"]:
         pytest.skip("no glibc mallopt in this process (e.g. musl)")
     assert kept["again"] is True  # once per process, the same answer
-    pages = 16 * 2**20 * 4 // 4096  # of one array
-    # the first steps fault pages in while the heap settles (a few arrays' worth); later steps reuse them
-    assert kept["faults"][0] > pages
-    assert sum(kept["faults"][-10:]) < pages // 10
     # glibc's defaults (what a user's own MALLOC_ setting keeps): every step maps both arrays afresh
     default = _run({"MALLOC_MMAP_MAX_": "65536"})
     assert default["kept"] is False
-    assert min(default["faults"][-10:]) > pages
+    assert min(default["faults"][-10:]) > 0
+    # kept: once the heap has settled (the first steps), a step reuses its pages. Compared with the default
+    # run rather than a page count, since with transparent huge pages a fault maps 2 MiB, not 4 KiB
+    assert sum(kept["faults"][-10:]) * 10 < sum(default["faults"][-10:])
