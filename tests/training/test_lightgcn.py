@@ -84,3 +84,18 @@ def test_loss_and_gradients_equal_the_dense_reference(nested):
     expected_grads = torch.autograd.grad(expected, [model.user_embedding, model.item_embedding])
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_the_sparse_product_ignores_whatever_its_uninitialized_output_held():
+    # _spmm writes A @ x into torch.empty memory with beta = 0; a kernel that scaled the old contents by
+    # beta instead of ignoring them would turn a NaN left there by an earlier array into NaN scores
+    from peel.models.graph import _spmm
+
+    train = _graph(2)
+    adjacency = normalized_adjacency(train)
+    x = torch.randn(N_USERS + N_ITEMS, 8)
+    expected = _dense_adjacency(train) @ x
+    for _ in range(5):  # freed NaN blocks of exactly the output's size: the allocator hands them back
+        poison = torch.full((N_USERS + N_ITEMS, 8), float("nan"))
+        del poison
+        torch.testing.assert_close(_spmm(adjacency, x), expected, rtol=1e-5, atol=1e-6)
