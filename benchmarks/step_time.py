@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each child")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--baseline-src", type=Path, default=None, help="another checkout's src to time too")
+    parser.add_argument("--results-dir", type=Path, default=None, help="where to write (default benchmarks/results)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -152,7 +153,7 @@ def main() -> None:
                "load_average_at_start": load_before,
                "variants": {name: {"label": label, "runs": runs[name], "median": median[name]}
                             for name, (label, _, _) in variants.items()}}
-    path = write_result(f"step_time_{data.name}", payload, table)
+    path = write_result(f"step_time_{data.name}", payload, table, results_dir=args.results_dir)
     print(table)
     print(f"wrote {path}")
 

@@ -258,3 +258,22 @@ def test_rule_benchmark_pairs_each_rule_row_with_the_peel_run_of_its_stage_a() -
     text = rule.markdown({"dataset": "amazon-book-sub", "rows": rows, "paired": tests, "deployment": deployment})
     assert "| RULE, masked | 1KB | below the minimum |" in text
     assert "| rule | prefixes | 2000 | 1000 | 3000 | 1800 | 30 | masked | mlp | 0.800 | 0.900 | 0.700 |" in text
+
+
+def test_step_time_script_times_each_variant_in_its_own_process(shared_data, tmp_path) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "step_time.py"
+    done = subprocess.run([sys.executable, str(script), "--data", str(shared_data / "ml-100k"), "--steps", "2",
+                           "--repeats", "1", "--threads", "1", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads((tmp_path / "step_time_ml-100k.json").read_text())
+    variants = payload["variants"]
+    assert set(variants) == {"kept", "glibc"}  # no --baseline-src: no baseline
+    (kept,), (glibc,) = variants["kept"]["runs"], variants["glibc"]["runs"]
+    assert kept["steps"] == glibc["steps"] == 2 and kept["wall_per_step"] > 0
+    assert glibc["freed_memory_kept"] is False  # glibc's own setting in the environment wins
+    if sys.platform.startswith("linux"):
+        assert kept["freed_memory_kept"] is True
+    # the same seed, batches and code: the two processes train the same steps
+    assert kept["last_loss"] == pytest.approx(glibc["last_loss"], rel=1e-5)
+    assert "| kept |" in (tmp_path / "step_time_ml-100k.md").read_text()
