@@ -96,10 +96,12 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> di
 
 
 def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str, Budget, list[str]]],
-              only: set[str] | None = None, threads: int = 0, skip: frozenset[str] = frozenset()) -> dict[str, Path]:
+              only: set[str] | None = None, threads: int = 0, skip: frozenset[str] = frozenset(),
+              seed: int | None = None) -> dict[str, Path]:
     """Every run of the comparison, PEEL's and the ``fitted`` ones (:func:`fitted_runs`), or those named in
-    ``only``, trained if missing, except those in ``skip``; name -> run directory."""
-    extra = [f"threads={threads}"] if threads else []
+    ``only``, trained if missing, except those in ``skip``; name -> run directory. ``seed`` overrides the
+    config's seed (benchmarks/seeds.py's repeats)."""
+    extra = ([f"threads={threads}"] if threads else []) + ([f"seed={seed}"] if seed is not None else [])
     paths: dict[str, Path] = {}
     for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
         if name in skip:

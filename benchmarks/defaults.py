@@ -43,6 +43,8 @@ GRID = {
     "pretrain_batch4096_lr5e-3": ["pretrain.batch_size=4096", "pretrain.lr=0.005"],
     "pretrain_batch8192_lr1e-2": ["pretrain.batch_size=8192", "pretrain.lr=0.01"],
     "pretrain_batch16384_lr1e-2": ["pretrain.batch_size=16384", "pretrain.lr=0.01"],
+    "pretrain_batch4096_lr1e-2": ["pretrain.batch_size=4096", "pretrain.lr=0.01"],
+    "pretrain_lr_at_65536_2e-2": ["pretrain.lr_at_65536=0.02"],
     "stage_b_20_epochs": ["finetune.max_epochs=20"],
     "stage_b_40_epochs": ["finetune.max_epochs=40", "finetune.patience=5"],
     "stage_b_second_order": ["finetune.bilevel=second_order"],

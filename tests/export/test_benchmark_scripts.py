@@ -277,3 +277,38 @@ def test_step_time_script_times_each_variant_in_its_own_process(shared_data, tmp
     # the same seed, batches and code: the two processes train the same steps
     assert kept["last_loss"] == pytest.approx(glibc["last_loss"], rel=1e-5)
     assert "| kept |" in (tmp_path / "step_time_ml-100k.md").read_text()
+
+
+def test_seed_repeats_pair_each_seed_and_test_the_per_user_mean_over_seeds(monkeypatch) -> None:
+    seeds = _script("seeds")
+    from peel.budget import Budget
+
+    users = np.arange(6)
+
+    def row(recall: list[float], ndcg: list[float], valid: float) -> dict:
+        per_user = {"user": users, "recall@50": np.array(recall), "ndcg@50": np.array(ndcg)}
+        return {"per_user": per_user, "recall@50": float(np.mean(recall)), "ndcg@50": float(np.mean(ndcg)),
+                "valid_ndcg50": valid, "bytes_used": 10}
+
+    # PEEL wins with seed 1 and loses with seed 2; over both seeds it is ahead on users 0-3, level on 4-5
+    results = {
+        ("peel", 1): row([1, 1, 1, 1, 0, 0], [0.5] * 4 + [0, 0], 0.3),
+        ("peel", 2): row([1, 1, 1, 1, 1, 0], [0.4] * 6, 0.2),
+        ("fitted", 1): row([0, 0, 0, 0, 0, 0], [0.1] * 6, 0.1),
+        ("fitted", 2): row([1, 1, 1, 1, 1, 1], [0.5] * 6, 0.4),
+    }
+    monkeypatch.setattr(seeds, "evaluations",
+                        lambda data, runs, budget: {s: results[(name, s)] for name, s in
+                                                    ((str(p), s) for s, p in runs.items())})
+    rows, pairs = seeds.compare_pairs(None, {"peel": {1: "peel", 2: "peel"}},
+                                      {"fitted": (Budget(10, "5MB-eq"), {1: "fitted", 2: "fitted"})})
+    recall = next(p for p in pairs if p["metric"] == "recall@50")
+    assert recall["seeds"] == [1, 2]
+    assert recall["per_seed"]["1"]["difference"] > 0 > recall["per_seed"]["2"]["difference"]
+    mean = recall["seed_mean"]
+    assert mean["mean_a"] == pytest.approx(np.mean([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]]))
+    assert mean["mean_b"] == pytest.approx(0.5)
+    assert (mean["wins"], mean["losses"], mean["ties"]) == (4, 1, 1)
+    text = seeds.markdown({"dataset": "x", "rows": rows, "pairs": pairs})
+    assert "| fitted | 5MB-eq | 2 | 0.50000 (200.0%) |" in text  # recall 0 and 1: spread 1 over the mean 0.5
+    assert "2: -16.7% (" in text  # seed 2: recall 5/6 against 1
