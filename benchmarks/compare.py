@@ -80,7 +80,8 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> di
     its L2 / 10 and / 100: a larger model may want less L2 than the one the grid was run at (full-size
     LightGCN on amazon-book-sub: L2 1e-4 far above the tuned 1e-2), and the grid's L2 values are a decade
     apart, so even at the tuning budget L2 / 10 was not tried (on amazon-book-sub it wins at 10 and 25MB-eq).
-    The yardstick at each budget is the best of them on validation, never a weakened one."""
+    The yardstick at each budget is the best of them on validation, never a weakened one; so is the full-size
+    LightGCN's row (a distilled method's teacher stays the run at the tuned L2)."""
     full = Budget(device_bytes(data.n_items, PeelConfig().model.dim), "full")
     runs: dict[str, tuple[str, Budget, list[str]]] = {}
     for method in fitted:
@@ -89,9 +90,8 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> di
         for budget in budgets + ([full] if method == "lightgcn" else []):
             name = FULL_LIGHTGCN[0] if budget is full else f"{method}-{budget.label}"
             runs[name] = (method, budget, tuned)
-            if budget is not full:
-                for smaller in (f"{l2 * factor:g}" for factor in FITTED_L2_FACTORS):
-                    runs[f"{name}{L2_SUFFIX}{smaller}"] = (method, budget, [*tuned, f"pretrain.l2={smaller}"])
+            for smaller in (f"{l2 * factor:g}" for factor in FITTED_L2_FACTORS):
+                runs[f"{name}{L2_SUFFIX}{smaller}"] = (method, budget, [*tuned, f"pretrain.l2={smaller}"])
     return runs
 
 
@@ -147,7 +147,7 @@ def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> li
     for name, path, label, overrides in scored:
         model = load_run(path, overrides=overrides)
         family, _, l2 = name.partition(L2_SUFFIX)
-        label = label or LABELS.get(name, model.label + (f", L2 {l2}" if l2 else ""))
+        label = label or LABELS.get(name, LABELS.get(family, model.label) + (f", L2 {l2}" if l2 else ""))
         print(f"evaluating {label}", flush=True)
         valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
         for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label):
@@ -184,7 +184,7 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[
     """Per budget: PEEL (defaults), and PEEL tuned by hand if run, against the fitted model with the best
     validation NDCG@50."""
     yardstick = {budget.label: max((r for r in rows if r["budget"] == budget.label and not r["elastic"]
-                                    and r["run"] != FULL_LIGHTGCN[0]), key=lambda r: r["valid_ndcg50"])
+                                    and r["family"] != FULL_LIGHTGCN[0]), key=lambda r: r["valid_ndcg50"])
                  for budget in budgets}
     out = []
     ran = {r["run"] for r in rows}

@@ -115,15 +115,17 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
 
     def row(run, method, valid, shift):
         ndcg = np.clip(rng.uniform(0, 0.2, 50) + shift, 0, 1)
-        return {"run": run, "method": method, "budget": "5MB-eq", "valid_ndcg50": valid,
-                "elastic": run.startswith("peel-"), "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}}
+        return {"run": run, "family": run.partition(compare.L2_SUFFIX)[0], "method": method, "budget": "5MB-eq",
+                "valid_ndcg50": valid, "elastic": run.startswith("peel-"),
+                "per_user": {"user": users, "ndcg@50": ndcg, "recall@50": ndcg}}
 
     rows = [row("peel-defaults", "PEEL (defaults)", 0.02, 0.0), row("lightgcn-5MB-eq", "LightGCN fitted", 0.03, 0.05),
             row("lightgcn-5MB-eq-l2=0.001", "LightGCN fitted, L2 0.001", 0.035, 0.1),
-            row("pmf-5MB-eq", "PMF fitted", 0.01, 0.5), row("lightgcn-full", "LightGCN (full size)", 0.09, 0.9)]
+            row("pmf-5MB-eq", "PMF fitted", 0.01, 0.5), row("lightgcn-full", "LightGCN (full size)", 0.09, 0.9),
+            row("lightgcn-full-l2=0.0001", "LightGCN (full size), L2 0.0001", 0.1, 0.9)]
     tests = compare.paired_rows(rows, [Budget(100, "5MB-eq")])
     # the fitted model best on validation (LightGCN at the smaller L2), not the best on test (PMF) nor the
-    # full-size reference
+    # full-size reference at any L2
     assert [t["b"] for t in tests] == ["LightGCN fitted, L2 0.001"] * 2
     assert [t["metric"] for t in tests] == ["ndcg@50", "recall@50"]
     assert tests[0]["difference"] < 0 and tests[0]["p_value"] < 0.01
@@ -153,7 +155,7 @@ def test_compare_fits_each_budget_at_the_tuned_l2_and_a_tenth_and_a_hundredth_of
     assert sorted(runs) == ["lightgcn-10MB-eq", "lightgcn-10MB-eq-l2=0.0001", "lightgcn-10MB-eq-l2=0.001",
                             "lightgcn-25MB-eq", "lightgcn-25MB-eq-l2=0.0001", "lightgcn-25MB-eq-l2=0.001",
                             "lightgcn-5MB-eq", "lightgcn-5MB-eq-l2=0.0001", "lightgcn-5MB-eq-l2=0.001",
-                            "lightgcn-full"]
+                            "lightgcn-full", "lightgcn-full-l2=0.0001", "lightgcn-full-l2=0.001"]
     assert runs["lightgcn-25MB-eq-l2=0.001"][2] == [*tuned, "pretrain.l2=0.001"]  # the later override wins
     assert runs["lightgcn-25MB-eq"][1].label == "25MB-eq" and runs["lightgcn-full"][1].label == "full"
 
