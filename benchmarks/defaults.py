@@ -39,12 +39,13 @@ TOLERANCE = 0.02
 PREVIOUS_DEFAULTS = ["pretrain.batch_size=4096", "pretrain.lr=0.001", "pretrain.eval_every=1", "pretrain.patience=10",
                      "pretrain.eval_users=0", "finetune.bilevel=second_order", "finetune.max_epochs=50",
                      "finetune.patience=5"]
+SQRT_RULE = ["pretrain.lr_batch_power=0.5"]  # the auto lr before 2026-12-02: scaled with the square root of the batch
 GRID = {
     "pretrain_batch4096_lr5e-3": ["pretrain.batch_size=4096", "pretrain.lr=0.005"],
-    "pretrain_batch8192_lr1e-2": ["pretrain.batch_size=8192", "pretrain.lr=0.01"],
     "pretrain_batch16384_lr1e-2": ["pretrain.batch_size=16384", "pretrain.lr=0.01"],
     "pretrain_batch4096_lr1e-2": ["pretrain.batch_size=4096", "pretrain.lr=0.01"],
-    "pretrain_lr_at_65536_2e-2": ["pretrain.lr_at_65536=0.02"],
+    "pretrain_sqrt_rule": SQRT_RULE,
+    "pretrain_lr_at_65536_2e-2": ["pretrain.lr_at_65536=0.02", *SQRT_RULE],
     "stage_b_20_epochs": ["finetune.max_epochs=20"],
     "stage_b_40_epochs": ["finetune.max_epochs=40", "finetune.patience=5"],
     "stage_b_second_order": ["finetune.bilevel=second_order"],
@@ -54,6 +55,9 @@ GRID = {
     "defaults@seed2": ["seed=2"],
     "pretrain_batch4096_lr5e-3@seed1": ["pretrain.batch_size=4096", "pretrain.lr=0.005", "seed=1"],
     "pretrain_batch4096_lr5e-3@seed2": ["pretrain.batch_size=4096", "pretrain.lr=0.005", "seed=2"],
+    "pretrain_sqrt_rule@seed1": [*SQRT_RULE, "seed=1"],
+    "pretrain_sqrt_rule@seed2": [*SQRT_RULE, "seed=2"],
+    "pretrain_lr_at_65536_2e-2@seed1": ["pretrain.lr_at_65536=0.02", *SQRT_RULE, "seed=1"],
 }
 
 

@@ -33,9 +33,10 @@ from peel.run_layout import RunLayout
 TUNING_BUDGET = "5MB"        # paper-equivalent; the cheapest budget, where the ranking of configs matters most
 L2_GRID = (1e-4, 1e-2, 1e-1, 1.0)   # the paper's LightGCN value first; PMF needs far more (measured)
 # The batch and learning rate the committed grids were centred on (the auto rule before the elastic defaults:
-# lr 2e-2 at batch 65536), so that a rerun trains the same configurations; its early stopping is today's
-# (about 50 epochs of patience; the committed grids had a patience of 10 validations).
-GRID_CENTRE = ["pretrain.lr_at_65536=0.02"]
+# lr 2e-2 at batch 65536, scaled with the square root of the batch), so that a rerun trains the same
+# configurations; its early stopping is today's (about 50 epochs of patience; the committed grids had a
+# patience of 10 validations).
+GRID_CENTRE = ["pretrain.lr_at_65536=0.02", "pretrain.lr_batch_power=0.5"]
 # (batch multiplier, lr multiplier) at the best L2, around the data-derived default (PretrainConfig.resolved):
 # half and twice the learning rate, and a quarter of the batch with the sqrt rule's half learning rate
 LR_BATCH_GRID = ((1, 0.5), (1, 2.0), (0.25, 0.5))

@@ -67,7 +67,13 @@ class PretrainConfig:
     # a small dataset still gets enough steps per epoch and a large one few, cheap full-graph steps.
     lr: float = 0.0
     batch_size: int = 0
-    lr_at_65536: float = 1e-2   # auto lr = this * sqrt(batch / 65536); the fitted LightGCN's tuned rate
+    lr_at_65536: float = 1e-2   # auto lr = this * (batch / 65536) ** lr_batch_power; the fitted LightGCN's rate
+    # How the auto lr follows the auto batch: 0 (the default) the same rate at any batch, 0.5 the square-root
+    # rule. The benchmark datasets' batches are 65536 and 32768, where the two rules agree or differ by 1.4x
+    # (yelp2018-sub: 7.1e-3 and 1.4e-2 within 1% of each other on validation); on ml-100k (batch 8192) the
+    # square-root rule's 3.5e-3 is 3-6% below 1e-2 on validation NDCG@50 (three seeds each,
+    # benchmarks/results/defaults_ml-100k.md)
+    lr_batch_power: float = 0.0
     # L2 on the batch's ego embeddings, as in LightGCN; 1e-2 is the fitted LightGCN's tuned value at
     # 5MB-eq on both benchmark datasets (tuning_*.md), with nesting that of the smallest prefix
     l2: float = 1e-2
@@ -146,20 +152,26 @@ class PretrainConfig:
         position = [math.log(p / counts[0]) / math.log(counts[-1] / counts[0]) for p in counts]
         return tuple(self.l2 * (last / self.l2) ** t for t in position)
 
+    def without_lr_rule(self) -> PretrainConfig:
+        """This config with the auto-lr rule (``lr_at_65536``, ``lr_batch_power``) restated as ``lr`` at any
+        batch once ``lr`` is set: the rule then changes nothing, so two runs that differ only there trained
+        the same way."""
+        return dataclasses.replace(self, lr_at_65536=self.lr, lr_batch_power=0.0) if self.lr else self
+
     def resolved(self, n_train: int) -> PretrainConfig:
         """This config with every auto field (0) derived from the number of training interactions.
 
         Chosen on validation (benchmarks/results/defaults_*.md): a batch of about n_train / 8 (a power
         of two in [1024, 65536]: about eight full-graph steps per epoch, so a small dataset still gets
-        several steps and a large one few, cheap ones); Adam's learning rate scaled with the square root
-        of the batch from ``lr_at_65536`` at a batch of 65536; one validation every
+        several steps and a large one few, cheap ones); Adam's learning rate ``lr_at_65536`` at any batch
+        (``lr_batch_power`` = 0; 0.5 scales it with the square root of the batch); one validation every
         ceil(n_train / 150,000) epochs (a validation pass on the capped user sample costs about the same
         on any dataset, while an epoch grows with n_train); patience of about 50 epochs (validation Recall@50
         climbs slowly with plateaus of 20-25 epochs: with 20, the fitted LightGCN on yelp2018-sub stopped at
         epoch 200 at 0.0956 where it reached 0.0995 by the 300-epoch cap, benchmarks/results/compare_*.md).
         """
         batch = self.batch_size or int(2 ** min(16, max(10, round(math.log2(max(n_train, 1) / 8)))))
-        lr = self.lr or round(self.lr_at_65536 * math.sqrt(batch / 65536), 6)
+        lr = self.lr or round(self.lr_at_65536 * (batch / 65536) ** self.lr_batch_power, 6)
         eval_every = self.eval_every or min(5, max(1, math.ceil(n_train / 150_000)))
         patience = self.patience or math.ceil(50 / eval_every)
         return dataclasses.replace(self, batch_size=batch, lr=lr, eval_every=eval_every, patience=patience)
@@ -401,6 +413,7 @@ def validate(config: PeelConfig) -> None:
                        "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads,
                        "pretrain.allocation_budgets": config.pretrain.allocation_budgets,
                        "pretrain.distillation": config.pretrain.distillation,
+                       "pretrain.lr_batch_power": config.pretrain.lr_batch_power,
                        **{f"pretrain.{name}": getattr(config.pretrain, name) for name in PRETRAIN_AUTO}}.items():
         if value < 0:
             raise ConfigError(f"config {key} must be >= 0, got {value}")
@@ -490,7 +503,7 @@ def resolve_for_data(config: PeelConfig, *, n_train: int) -> PeelConfig:
 PRESETS: dict[str, list[str]] = {
     "paper": ["pretrain.lambda_div=0.001", "pretrain.nested=", "pretrain.l2=0.0001", "pretrain.l2_full_prefix=0",
               "pretrain.l2_full_prefix_race=",
-              "pretrain.lr_at_65536=0.02", "finetune.importance=controller",
+              "pretrain.lr_at_65536=0.02", "pretrain.lr_batch_power=0.5", "finetune.importance=controller",
               "finetune.bilevel=second_order", "finetune.max_epochs=20", "device.blocks=transformed",
               "device.eq10_scale=sqrt"],
 }
@@ -512,6 +525,8 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
 # which no older run used), so a config.json without them is complete
 IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords",
                 "pretrain.distillation", "pretrain.search_epochs",
+                # only derives pretrain.lr when it is 0 (auto), and a run's config.json holds the derived lr
+                "pretrain.lr_batch_power",
                 *(f"rule.{f.name}" for f in dataclasses.fields(RuleConfig)), "rule")
 
 

@@ -14,17 +14,30 @@ def test_defaults_are_the_papers_where_speed_allows():
     assert all(getattr(c.pretrain, name) == 0 for name in PRETRAIN_AUTO)
 
 
-@pytest.mark.parametrize(("n_train", "batch", "lr", "eval_every", "patience"), [
+@pytest.mark.parametrize(("n_train", "batch", "sqrt_rule_lr", "eval_every", "patience"), [
     (377_587, 65536, 0.01, 3, 17),      # amazon-book-sub
     (209_390, 32768, 0.007071, 2, 25),  # yelp2018-sub
     (70_012, 8192, 0.003536, 1, 50),   # ml-100k
     (500, 1024, 0.00125, 1, 50),        # tiny: the smallest batch, still several steps per epoch
     (50_000_000, 65536, 0.01, 5, 10),   # huge: the largest batch, validation every 5 epochs
 ])
-def test_auto_pretraining_fields_follow_the_data_size(n_train, batch, lr, eval_every, patience):
+def test_auto_pretraining_fields_follow_the_data_size(n_train, batch, sqrt_rule_lr, eval_every, patience):
     p = resolve_for_data(PeelConfig(), n_train=n_train).pretrain
     assert (p.batch_size, p.eval_every, p.patience) == (batch, eval_every, patience)
-    assert p.lr == pytest.approx(lr, rel=1e-6)
+    assert p.lr == 0.01  # the same rate at any batch
+    sqrt_rule = resolve_for_data(PeelConfig().with_overrides(["pretrain.lr_batch_power=0.5"]), n_train=n_train)
+    assert sqrt_rule.pretrain.lr == pytest.approx(sqrt_rule_lr, rel=1e-6)
+    assert sqrt_rule.pretrain.batch_size == batch
+
+
+def test_the_lr_rule_does_not_matter_once_the_lr_is_derived():
+    today = resolve_for_data(PeelConfig(), n_train=377_587).pretrain
+    other_rule = resolve_for_data(PeelConfig().with_overrides(["pretrain.lr_batch_power=0.5"]), n_train=377_587)
+    assert today != other_rule.pretrain and today.without_lr_rule() == other_rule.pretrain.without_lr_rule()
+    smaller = resolve_for_data(PeelConfig().with_overrides(["pretrain.lr_batch_power=0.5"]), n_train=209_390)
+    default = resolve_for_data(PeelConfig(), n_train=209_390).pretrain
+    assert smaller.pretrain.without_lr_rule() != default.without_lr_rule()
+    assert PeelConfig().pretrain.without_lr_rule() == PeelConfig().pretrain  # not derived yet: the rule matters
 
 
 def test_explicit_pretraining_values_are_kept():

@@ -73,6 +73,14 @@ def test_existing_run_needs_resume_and_same_config(trained, small_data, small_co
     (old / "config.json").write_text(json.dumps(values))
     with pytest.raises(PeelError, match=r"older peel and lacks pretrain\.l2_full_prefix_race, finetune\.density_decay"):
         train(small_data, old, small_config, resume=True, progress=False)
+    # ... except a key that changes nothing once the run's lr is derived: the auto-lr rule
+    values = json.loads((trained / "config.json").read_text())
+    del values["pretrain"]["lr_batch_power"]
+    (old / "config.json").write_text(json.dumps(values))
+    train(small_data, old, small_config.with_overrides(["pretrain.lr_batch_power=0.5"]), resume=True, progress=False)
+    with pytest.raises(PeelError, match="differs"):  # the derived lr itself still counts
+        train(small_data, old, small_config.with_overrides(["pretrain.lr=0", "pretrain.lr_batch_power=0.5"]),
+              resume=True, progress=False)
     before = (trained / "finetune" / "group_0.npz").stat().st_mtime_ns
     recorded = json.loads((trained / "summary.json").read_text())["seconds"]
     train(small_data, trained, small_config, resume=True, progress=False)  # everything done: nothing reruns

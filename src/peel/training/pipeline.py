@@ -371,8 +371,8 @@ def _check_same_data(run: Path, source: dict[str, Any]) -> None:
 
 
 def _computed(config: PeelConfig) -> PeelConfig:
-    """The config without how it is executed (executor, threads)."""
-    return dataclasses.replace(config, executor="local", threads=0)
+    """The config without how it is executed (executor, threads) or how its resolved lr was derived."""
+    return dataclasses.replace(config, executor="local", threads=0, pretrain=config.pretrain.without_lr_rule())
 
 
 def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
@@ -386,7 +386,8 @@ def _share_pretraining(parent: Path, out: Path, config: PeelConfig) -> None:
         if data_difference(candidate.read_data_source(), target.read_data_source()) is not None:
             continue
         other = PeelConfig.from_json(candidate.config)
-        if other.model == config.model and other.pretrain == config.pretrain and other.seed == config.seed:
+        if other.model == config.model and other.seed == config.seed and \
+                other.pretrain.without_lr_rule() == config.pretrain.without_lr_rule():
             target.pretrain_dir.mkdir(parents=True, exist_ok=True)
             os.link(candidate.embeddings, target.embeddings)
             if candidate.pretrain_result.exists():
