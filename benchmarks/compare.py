@@ -2,8 +2,9 @@
 config), LightGCN and PMF fitted to 5/10/25MB-eq with their tuned recipe (benchmarks/tuning.py), full-size
 LightGCN and popularity. Test Recall/NDCG@20/50, each model's training seconds (its deployment time for
 that budget; PEEL's one pipeline serves every budget), a paired per-user Wilcoxon test between PEEL and
-the best fitted model of each budget (chosen on validation), and a plot of test NDCG@50 / Recall@50
-against the bytes a device holds: PEEL as a curve over many budgets, the fitted models as points.
+the best fitted model of each budget (chosen on validation), a plot of test NDCG@50 / Recall@50
+against the bytes a device holds (PEEL as a curve over many budgets, the fitted models as points), and the
+paper's Fig. 3: the accumulated training seconds as a device's budget shrinks from 25 to 10 to 5MB-eq.
 
     python benchmarks/tuning.py  --data ../shared/data/amazon-book-sub --runs runs/tuning-amazon
     python benchmarks/compare.py --data ../shared/data/amazon-book-sub --runs runs/compare-amazon
@@ -198,13 +199,44 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[
     return out
 
 
+# the elastic runs of the deployment table: those trained from scratch as they are (the others are variants,
+# some reusing another run's stage a, so their seconds are not a deployment's)
+DEPLOYED_ELASTIC = ("peel-defaults", "peel-paper")
+
+
+def deployment(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The paper's Fig. 3 from the table: budgets arriving largest first (25, 10, then 5MB-eq), each method's
+    accumulated training seconds to serve them and its test NDCG@50 at each. A fitted method trains again
+    for every new budget (the run chosen on validation; its L2 variants are tuning, not counted); an elastic
+    one trains once and serves a smaller budget with a prefix of what the device holds."""
+    budgets = [b.split(" ")[0] for b in payload["budgets"]][::-1]
+    out: list[dict[str, Any]] = []
+    spent: dict[str, float] = {}
+    for budget in budgets:
+        for r in payload["rows"]:
+            if (r["budget"] != budget or not r.get("chosen", True) or "error" in r
+                    or (r["elastic"] and r["run"] not in DEPLOYED_ELASTIC)):
+                continue
+            # a fitted run is named f"{method}-{budget}": its family without the budget is the method
+            method = r["method"] if r["elastic"] else FIXED_METHODS[r["family"].removesuffix(f"-{budget}")] + " fitted"
+            trains = method not in spent or not r["elastic"]
+            spent[method] = spent.get(method, 0.0) + ((r["train_seconds"] or 0.0) if trains else 0.0)
+            out.append({"method": method, "budget": budget, "accumulated_seconds": spent[method],
+                        "ndcg@50": r["ndcg@50"], "recall@50": r["recall@50"]})
+    return out
+
+
 def plot(payload: dict[str, Any]) -> Path:
     """NDCG@50 and Recall@50 against bytes: elastic models as curves, each fitted family as points of one colour."""
-    from peel.bench.plots import budget_curves
+    from peel.bench.plots import budget_curves, deployment_steps
 
     pop = {"method": "popularity", "budget": "full", **payload["popularity"]}
     fitted = [{**r, "method": r["method"].split(" (D=")[0]} for r in payload["rows"]
               if not r["elastic"] and r.get("chosen", True)]
+    steps = deployment(payload)
+    deployment_steps(steps, list(dict.fromkeys(r["budget"] for r in steps)),
+                     RESULTS_DIR / f"compare_{payload['dataset']}_deployment.png",
+                     title=f"{payload['dataset']}: budgets arriving 25, 10, then 5MB-eq (test split)")
     return budget_curves(payload["curves"] + fitted + [pop], RESULTS_DIR / f"compare_{payload['dataset']}.png",
                          title=f"{payload['dataset']}: test split, one elastic model vs a model per budget")
 
@@ -251,6 +283,19 @@ def markdown(payload: dict[str, Any]) -> str:
     if payload.get("not_run"):
         lines += ["", f"**Not run** (`--skip`): {', '.join(payload['not_run'])}."]
     lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)"]
+    steps = deployment(payload)
+    order = list(dict.fromkeys(r["budget"] for r in steps))
+    lines += ["", "### Deployment under shrinking budgets (the paper's Fig. 3)", "",
+              "The device's budget arrives as " + ", then ".join(order) + ": the training seconds each method has "
+              "spent so far to serve it (a fitted method trains again for each budget; an elastic one trains once), "
+              "and test NDCG@50 there.", "",
+              "| method | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
+    for method in dict.fromkeys(r["method"] for r in steps):
+        mine = {r["budget"]: r for r in steps if r["method"] == method}
+        lines.append(f"| {method} | " + " | ".join(
+            f"{mine[b]['accumulated_seconds']:,.0f} s, {mine[b]['ndcg@50']:.4f}" if b in mine else "-"
+            for b in order) + " |")
+    lines += ["", f"![Accumulated training seconds and NDCG@50 as the budget shrinks](compare_{name}_deployment.png)"]
     for label in paired_peels:
         lines += ["", f"Curve of {label}: " + ", ".join(f"{r['bytes_used'] / 1e6:.2f} MB → {r['ndcg@50']:.4f}"
                                                        for r in payload["curves"] if r["method"] == label

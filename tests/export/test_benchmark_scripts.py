@@ -144,6 +144,27 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     assert tests[-2]["difference"] > 0  # shifted up by 0.3 against the yardstick's 0.1
 
 
+def test_compare_deployment_retrains_a_fitted_method_per_budget_and_an_elastic_one_once() -> None:
+    compare = _script("compare")
+
+    def row(run: str, budget: str, seconds: float, elastic: bool, chosen: bool = True) -> dict:
+        return {"run": run, "family": run.partition(compare.L2_SUFFIX)[0], "method": run, "budget": budget,
+                "elastic": elastic, "chosen": chosen, "train_seconds": seconds, "ndcg@50": 0.1, "recall@50": 0.2}
+
+    budgets = ["5MB-eq", "10MB-eq", "25MB-eq"]
+    rows = [row("peel-defaults", b, 100, True) for b in budgets]
+    rows += [row("peel-stage-b", b, 5, True) for b in budgets]  # reuses another run's stage a: not a deployment
+    rows += [row(f"pmf-{b}", b, s, False) for b, s in zip(budgets, (1, 2, 4), strict=True)]
+    rows += [row(f"pmf-{b}{compare.L2_SUFFIX}0.001", b, 1000, False, chosen=False) for b in budgets]  # tuning
+    rows.append(row("lightgcn-full", "full", 50, False))
+    steps = compare.deployment({"budgets": [f"{b} (1 MB)" for b in budgets], "rows": rows})
+    seconds = {(s["method"], s["budget"]): s["accumulated_seconds"] for s in steps}
+    assert seconds == {("peel-defaults", "25MB-eq"): 100, ("peel-defaults", "10MB-eq"): 100,
+                       ("peel-defaults", "5MB-eq"): 100, ("PMF fitted", "25MB-eq"): 4,
+                       ("PMF fitted", "10MB-eq"): 6, ("PMF fitted", "5MB-eq"): 7}
+    assert [s["budget"] for s in steps][::2] == ["25MB-eq", "10MB-eq", "5MB-eq"]  # the largest budget first
+
+
 def test_compare_fits_each_budget_at_the_tuned_l2_and_a_tenth_and_a_hundredth_of_it() -> None:
     from types import SimpleNamespace
 

@@ -59,6 +59,46 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
     return path
 
 
+def deployment_steps(rows: Sequence[dict[str, Any]], budgets: Sequence[str], path: str | os.PathLike[str], *,
+                     metric: str = "ndcg@50", title: str | None = None) -> Path:
+    """The paper's Fig. 3: budgets arriving one after another (``budgets``, in that order), the accumulated
+    training seconds each method has spent to serve them (log scale) and its ``metric`` at each.
+
+    ``rows``: one per (method, budget) with ``method``, ``budget``, ``accumulated_seconds`` and ``metric``.
+    Written atomically as PNG; returns the path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PeelError("plots need matplotlib: pip install 'peel[plot]'") from None
+    if not rows:
+        raise PeelError("no rows to plot")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    steps = range(len(budgets))
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+        mine = {r["budget"]: r for r in rows if r["method"] == method}
+        xs = [s for s, b in zip(steps, budgets, strict=True) if b in mine]
+        for ax, key in zip(axes, ("accumulated_seconds", metric), strict=True):
+            ax.plot(xs, [mine[budgets[s]][key] for s in xs], marker="o", label=method, color=f"C{i % 10}")
+    for ax, label in zip(axes, ("accumulated training seconds", metric), strict=True):
+        ax.set_xticks(list(steps), list(budgets))
+        ax.set_xlabel("the device's budget, in the order it arrives")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _megabytes(row: dict[str, Any]) -> float | None:
     """A row's x: the bytes a device holds, else its budget; None for a full-size reference."""
     size = row.get("bytes_used") if row.get("budget") != "full" else None
