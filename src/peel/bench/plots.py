@@ -11,6 +11,30 @@ from peel._io import atomic_path
 from peel.errors import PeelError
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (extra ``plot``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PeelError("plots need matplotlib: pip install 'peel[plot]'") from None
+    return plt
+
+
+def _save(plt: Any, fig: Any, path: str | os.PathLike[str], title: str | None) -> Path:
+    """Title, lay out and write ``fig`` atomically as PNG at ``path``; returns the path."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
 def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
                   metrics: Sequence[str] = ("recall@50", "ndcg@50"), title: str | None = None) -> Path:
     """One panel per metric: the metric against the bytes a device holds (MB) for every method.
@@ -20,13 +44,7 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
     budgets; a row with ``"elastic": False`` (a model fitted to one budget) is a point; a method measured
     only at full size (no bytes) is a dashed horizontal line. Written atomically as PNG; returns the path.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PeelError("plots need matplotlib: pip install 'peel[plot]'") from None
+    plt = _pyplot()
     usable = [r for r in rows if "error" not in r]
     if not usable:
         raise PeelError("no rows to plot: every row is an error or the table is empty")
@@ -49,14 +67,7 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def deployment_steps(rows: Sequence[dict[str, Any]], budgets: Sequence[str], path: str | os.PathLike[str], *,
@@ -66,13 +77,7 @@ def deployment_steps(rows: Sequence[dict[str, Any]], budgets: Sequence[str], pat
 
     ``rows``: one per (method, budget) with ``method``, ``budget``, ``accumulated_seconds`` and ``metric``.
     Written atomically as PNG; returns the path."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PeelError("plots need matplotlib: pip install 'peel[plot]'") from None
+    plt = _pyplot()
     if not rows:
         raise PeelError("no rows to plot")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -89,14 +94,7 @@ def deployment_steps(rows: Sequence[dict[str, Any]], budgets: Sequence[str], pat
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def _megabytes(row: dict[str, Any]) -> float | None:
