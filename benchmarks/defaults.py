@@ -50,6 +50,7 @@ GRID = {
     "stage_b_40_epochs": ["finetune.max_epochs=40", "finetune.patience=5"],
     "stage_b_second_order": ["finetune.bilevel=second_order"],
     "previous_defaults": PREVIOUS_DEFAULTS,
+    "pretrain_self_distillation_1": ["pretrain.self_distillation=1"],
     # seed repeats: how much of a difference between single runs is noise
     "defaults@seed1": ["seed=1"],
     "defaults@seed2": ["seed=2"],
@@ -58,6 +59,8 @@ GRID = {
     "pretrain_sqrt_rule@seed1": [*SQRT_RULE, "seed=1"],
     "pretrain_sqrt_rule@seed2": [*SQRT_RULE, "seed=2"],
     "pretrain_lr_at_65536_2e-2@seed1": ["pretrain.lr_at_65536=0.02", *SQRT_RULE, "seed=1"],
+    "pretrain_self_distillation_1@seed1": ["pretrain.self_distillation=1", "seed=1"],
+    "pretrain_self_distillation_1@seed2": ["pretrain.self_distillation=1", "seed=2"],
 }
 
 

@@ -113,6 +113,9 @@ class PretrainConfig:
     # With a teacher (LightRec): the weight of the mean squared distance of the batch's composed item vectors
     # to the teacher's, on top of BPR
     distillation: float = 1.0
+    # With nested blocks: the weight of each smaller prefix's cross-entropy toward the full prefix's confidence
+    # on the same (user, positive, negative) triple, beside its BPR (0 = off)
+    self_distillation: float = 0.0
     # The multi-dimensional baselines (ESAPN, AutoEmb): epochs of the per-item dims search before training
     search_epochs: int = 30
 
@@ -413,6 +416,7 @@ def validate(config: PeelConfig) -> None:
                        "pretrain.eval_users": config.pretrain.eval_users, "threads": config.threads,
                        "pretrain.allocation_budgets": config.pretrain.allocation_budgets,
                        "pretrain.distillation": config.pretrain.distillation,
+                       "pretrain.self_distillation": config.pretrain.self_distillation,
                        "pretrain.lr_batch_power": config.pretrain.lr_batch_power,
                        **{f"pretrain.{name}": getattr(config.pretrain, name) for name in PRETRAIN_AUTO}}.items():
         if value < 0:
@@ -524,7 +528,7 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
 # Keys added after runs existed whose default is what every older run did (one row per item; RULE's section,
 # which no older run used), so a config.json without them is complete
 IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords",
-                "pretrain.distillation", "pretrain.search_epochs",
+                "pretrain.distillation", "pretrain.search_epochs", "pretrain.self_distillation",
                 # only derives pretrain.lr when it is 0 (auto), and a run's config.json holds the derived lr
                 "pretrain.lr_batch_power",
                 *(f"rule.{f.name}" for f in dataclasses.fields(RuleConfig)), "rule")

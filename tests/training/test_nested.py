@@ -48,6 +48,31 @@ def test_nested_loss_is_the_mean_of_prefix_bpr_losses():
     assert model.item_embedding.grad[:, 3:].abs().sum() == 0     # a 1-block prefix trains block 0 only
 
 
+def test_self_distillation_pulls_smaller_prefixes_toward_the_full_prefix_without_training_it():
+    model, users, pos, neg = _model_and_batch()
+    plain = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0, nested=(1, 4))
+    plain.backward()
+    plain_grad = model.item_embedding.grad.clone()
+    model.zero_grad()
+    distilled = model.loss(users, pos, neg, l2=0.0, lambda_div=0.0, nested=(1, 4), self_distillation=0.5)
+    # the 1-block prefix's cross-entropy toward σ(the full prefix's margin) on the same triples, beside its BPR
+    dims = model.block_dim
+    u = model.user_embedding[users]
+    small = (u[:, :dims] * (model.item_embedding[pos, :dims] - model.item_embedding[neg, :dims])).sum(1)
+    full = (u * (model.item_embedding[pos] - model.item_embedding[neg])).sum(1)
+    cross_entropy = F.binary_cross_entropy_with_logits(small, torch.sigmoid(full).detach())
+    torch.testing.assert_close(distilled, plain + 0.5 * cross_entropy / 2, rtol=1e-5, atol=1e-6)
+    distilled.backward()
+    # the soft label is not trained through: blocks 1-3 (in the full prefix only) get the plain gradient
+    torch.testing.assert_close(model.item_embedding.grad[:, dims:], plain_grad[:, dims:])
+    assert not torch.allclose(model.item_embedding.grad[:, :dims], plain_grad[:, :dims])
+
+
+def test_self_distillation_must_be_non_negative():
+    with pytest.raises(ConfigError, match="self_distillation"):
+        PeelConfig().with_overrides(["pretrain.self_distillation=-1"])
+
+
 def _l2_on_prefix(model, users, pos, neg, blocks):
     dims = blocks * model.block_dim
     ego = torch.cat([model.user_embedding[users, :dims], model.item_embedding[pos, :dims],

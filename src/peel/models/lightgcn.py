@@ -67,7 +67,8 @@ class LightGCN(nn.Module):
 
     def loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, *,
              l2: float | tuple[float, ...], lambda_div: float, nested: tuple[int, ...] = (),
-             kept: tuple[torch.Tensor, torch.Tensor] | None = None, distillation: float = 0.0) -> torch.Tensor:
+             kept: tuple[torch.Tensor, torch.Tensor] | None = None, distillation: float = 0.0,
+             self_distillation: float = 0.0) -> torch.Tensor:
         """BPR + l2 * ||batch ego embeddings||^2 / batch - lambda_div * diversity (Eq. 2, methods.md §2).
 
         ``nested``: block counts p; the loss is then the mean over p of the whole objective of the
@@ -77,7 +78,9 @@ class LightGCN(nn.Module):
         large one). ``kept``: (positive, negative) leading blocks per triple that a device keeps for each
         item; adds one more view, BPR on those masked dot products (Eq. 10 with no normalizer), with no
         L2 of its own. ``distillation``: the weight of a codebook table's mean squared distance of the
-        batch's composed item vectors to its teacher's (LightRec).
+        batch's composed item vectors to its teacher's (LightRec). ``self_distillation``: with ``nested``, the
+        weight of each smaller prefix's cross-entropy toward the full prefix's confidence σ(margin) on the same
+        pair (its soft label, not trained through), on top of that prefix's BPR.
         """
         # index_select, not x[index]: its backward is 1.5-3x faster on CPU (no accumulating index_put)
         user_final, item_final = self.final_embeddings()
@@ -92,7 +95,12 @@ class LightGCN(nn.Module):
             cumulative = products.view(2, batch, self.n_blocks, self.block_dim).sum(dim=3).cumsum(dim=2)
             positive_cumulative, negative_cumulative = cumulative[0], cumulative[1]
             prefixes = torch.as_tensor(nested, dtype=torch.long) - 1
-            views = -F.logsigmoid((positive_cumulative - negative_cumulative).index_select(1, prefixes)).sum(dim=1)
+            margins = (positive_cumulative - negative_cumulative).index_select(1, prefixes)
+            views = -F.logsigmoid(margins).sum(dim=1)
+            if self_distillation > 0 and len(nested) > 1:
+                target = torch.sigmoid(margins[:, -1:].detach()).expand(-1, len(nested) - 1)
+                views = views + self_distillation * F.binary_cross_entropy_with_logits(
+                    margins[:, :-1], target, reduction="none").sum(dim=1)
             if kept is not None:
                 device = (positive_cumulative.gather(1, (kept[0] - 1)[:, None])
                           - negative_cumulative.gather(1, (kept[1] - 1)[:, None]))
