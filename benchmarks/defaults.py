@@ -51,6 +51,8 @@ GRID = {
     "stage_b_second_order": ["finetune.bilevel=second_order"],
     "previous_defaults": PREVIOUS_DEFAULTS,
     "pretrain_self_distillation_1": ["pretrain.self_distillation=1"],
+    "pretrain_self_distillation_0.3": ["pretrain.self_distillation=0.3"],
+    "pretrain_self_distillation_3": ["pretrain.self_distillation=3"],
     # seed repeats: how much of a difference between single runs is noise
     "defaults@seed1": ["seed=1"],
     "defaults@seed2": ["seed=2"],
