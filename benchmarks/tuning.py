@@ -10,7 +10,10 @@ results of the others.
         --teacher runs/compare-yelp/lightgcn-full
 
 Resumable: rerun after a kill. Results: benchmarks/results/tuning_<dataset>.{json,md}, which record
-each configuration's validation score and training seconds, and the grid's total time per method.
+each configuration's validation score and training seconds, and the grid's total time per method. They are
+written after every configuration (an unfinished grid is marked so and never chosen by compare.py), and a
+rerun takes a configuration already in them instead of training it again: commit them as they grow, and a
+grid longer than one machine's life resumes on a fresh clone (``--retrain`` trains every configuration anew).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,21 +85,38 @@ def run_one(data: Any, data_path: str, runs: Path, method: str, overrides: list[
             "best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"]}
 
 
-def tune(data: Any, data_path: str, runs: Path, method: str, teacher: Path | None = None) -> dict[str, Any]:
-    """The grid of one method; a distilled method distils ``teacher`` in every configuration."""
+def committed_rows(dataset: str, method: str, results_dir: Path = RESULTS_DIR) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The configurations of ``method`` already in the committed results, by their overrides."""
+    path = results_dir / f"tuning_{dataset}.json"
+    methods = json.loads(path.read_text())["methods"] if path.exists() else []
+    return {tuple(r["overrides"]): r for t in methods if t["method"] == method for r in t["rows"]}
+
+
+def tune(data: Any, data_path: str, runs: Path, method: str, teacher: Path | None = None,
+         done: dict[tuple[str, ...], dict[str, Any]] | None = None,
+         on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The grid of one method; a distilled method distils ``teacher`` in every configuration. A configuration
+    in ``done`` (by its overrides) is taken from there, not trained; ``on_row`` gets the grid so far after
+    every configuration."""
     n_train = data.count("train")
     config = PeelConfig().with_overrides(GRID_CENTRE)
+    rows: list[dict[str, Any]] = []
 
     def run_config(overrides: list[str]) -> dict[str, Any]:
-        return run_one(data, data_path, runs, method, overrides, teacher)
+        row = (done or {}).get(tuple(overrides)) or run_one(data, data_path, runs, method, overrides, teacher)
+        if on_row is not None:
+            on_row({"method": method, "rows": [*rows, row], "best": None, "unfinished": True,
+                    "grid_seconds": sum(r["seconds"] or 0 for r in [*rows, row])})
+        return row
 
-    rows = [run_config(overrides_for(config, n_train, l2, 1, 1)) for l2 in L2_GRID]
+    for l2 in L2_GRID:
+        rows.append(run_config(overrides_for(config, n_train, l2, 1, 1)))
     best_l2 = max(zip(L2_GRID, rows, strict=True), key=lambda p: p[1]["valid_ndcg@50"])[0]
-    rows += [run_config(overrides_for(config, n_train, best_l2, b, lr))
-             for b, lr in LR_BATCH_GRID]
+    for b, lr in LR_BATCH_GRID:
+        rows.append(run_config(overrides_for(config, n_train, best_l2, b, lr)))
     best = max(rows, key=lambda r: r["valid_ndcg@50"])
-    rows += [run_config(best["overrides"] + [extra])
-             for extra in STRUCTURE_GRID.get(method, ())]
+    for extra in STRUCTURE_GRID.get(method, ()):
+        rows.append(run_config(best["overrides"] + [extra]))
     best = max(rows, key=lambda r: r["valid_ndcg@50"])
     return {"method": method, "rows": rows, "best": best["overrides"],
             "grid_seconds": sum(r["seconds"] or 0 for r in rows)}
@@ -105,9 +126,9 @@ def chosen_overrides(dataset: str, method: str, results_dir: Path = RESULTS_DIR)
     """The winning overrides of a finished tuning run (benchmarks/results/tuning_<dataset>.json)."""
     path = results_dir / f"tuning_{dataset}.json"
     tuned = {t["method"]: t for t in json.loads(path.read_text())["methods"]} if path.exists() else {}
-    if method not in tuned:
+    if method not in tuned or tuned[method].get("unfinished"):
         raise SystemExit(f"no tuning result for {method} on {dataset} in {path}: run benchmarks/tuning.py --data "
-                         f"DATA --runs RUNS --methods {method} first")
+                         f"DATA --runs RUNS --methods {method} first (or let its unfinished grid finish)")
     return tuned[method]["best"]
 
 
@@ -127,7 +148,9 @@ def markdown(payload: dict[str, Any]) -> str:
                          f"{values['pretrain.batch_size']} | {values['pretrain.lr']} | {structure} | "
                          f"{mark}{r['valid_ndcg@50']:.5f}{mark} | {r['valid_recall@50']:.5f} | "
                          f"{r['best_epoch']} ({r['epochs_run']}) | {r['seconds'] or math.nan:.0f} |")
-        lines.append(f"| {FIXED_METHODS[tuned['method']]}: grid time | | | | | | | | {tuned['grid_seconds']:.0f} |")
+        state = f" (unfinished: {len(tuned['rows'])} configurations so far)" if tuned.get("unfinished") else ""
+        lines.append(f"| {FIXED_METHODS[tuned['method']]}: grid time{state} | | | | | | | | "
+                     f"{tuned['grid_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -136,6 +159,8 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--methods", default=",".join(FIXED_METHODS))
+    parser.add_argument("--retrain", action="store_true",
+                        help="train every configuration, also those already in the committed results")
     parser.add_argument("--teacher", type=Path, help="the full-size LightGCN run a distilled method (LightRec) "
                         "distils in every configuration: benchmarks/compare.py's lightgcn-full, so that the "
                         "tuned and compared runs distil the same model")
@@ -149,12 +174,20 @@ def main() -> None:
                      "--only lightgcn-full)")
     if args.teacher is not None and not RunLayout(args.teacher).embeddings.exists():
         parser.error(f"--teacher {args.teacher}: no trained run there ({RunLayout(args.teacher).embeddings} missing)")
-    tuned = {m: tune(data, args.data, args.runs, m, args.teacher) for m in methods}
     path = RESULTS_DIR / f"tuning_{data.name}.json"
-    kept = [t for t in json.loads(path.read_text())["methods"] if t["method"] not in tuned] if path.exists() else []
-    payload = {"dataset": data.name, "budget": f"{TUNING_BUDGET}-eq", "methods": kept + list(tuned.values())}
-    write_result(f"tuning_{data.name}", payload, markdown(payload))
-    print(markdown(payload))
+    results: dict[str, dict[str, Any]] = {}
+
+    def save(tuned: dict[str, Any]) -> None:  # read again: another process may be tuning another method
+        results.clear()
+        results.update({t["method"]: t for t in json.loads(path.read_text())["methods"]} if path.exists() else {})
+        results[tuned["method"]] = tuned
+        payload = {"dataset": data.name, "budget": f"{TUNING_BUDGET}-eq", "methods": list(results.values())}
+        write_result(f"tuning_{data.name}", payload, markdown(payload))
+
+    for method in methods:
+        done = {} if args.retrain else committed_rows(data.name, method)
+        save(tune(data, args.data, args.runs, method, args.teacher, done, on_row=save))
+    print(markdown({"dataset": data.name, "methods": list(results.values())}))
 
 
 if __name__ == "__main__":

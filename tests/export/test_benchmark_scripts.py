@@ -212,6 +212,45 @@ def test_tuning_a_distilled_method_needs_its_teacher_before_training(shared_data
     assert not (tmp_path / "runs").exists()  # refused before anything was trained
 
 
+def test_tuning_resumes_from_committed_rows_and_reports_each_configuration(tmp_path, monkeypatch) -> None:
+    """A grid longer than one machine's life: configurations already in the results are taken from there
+    (nothing trains), the grid so far is reported after every configuration, and compare.py refuses an
+    unfinished grid."""
+    tuning = _script("tuning")
+
+    class Data:
+        name = "toy"
+
+        def count(self, split: str) -> int:
+            return 100_000
+
+    trained: list[list[str]] = []
+
+    def fake_run(data, data_path, runs, method, overrides, teacher=None):
+        trained.append(overrides)
+        l2 = float(overrides[0].split("=")[1])
+        return {"method": method, "overrides": overrides, "valid_ndcg@50": -abs(l2 - 0.01) - len(overrides),
+                "valid_recall@50": 0.0, "seconds": 1.0, "best_epoch": 1, "epochs_run": 2}
+
+    monkeypatch.setattr(tuning, "run_one", fake_run)
+    reports: list[dict] = []
+    first = tuning.tune(Data(), "", tmp_path, "dlrm-ce", on_row=reports.append)
+    n = len(tuning.L2_GRID) + len(tuning.LR_BATCH_GRID) + len(tuning.STRUCTURE_GRID["dlrm-ce"])
+    assert len(trained) == len(first["rows"]) == len(reports) == n
+    assert [len(r["rows"]) for r in reports] == list(range(1, n + 1)) and all(r["unfinished"] for r in reports)
+    assert "pretrain.l2=0.01" in first["best"]
+    # resume after the first five configurations: only the rest train, and the grid decides the same way
+    trained.clear()
+    done = {tuple(r["overrides"]): r for r in reports[4]["rows"]}
+    again = tuning.tune(Data(), "", tmp_path, "dlrm-ce", done=done)
+    assert len(trained) == n - 5 and again["rows"] == first["rows"] and again["best"] == first["best"]
+    (tmp_path / "tuning_toy.json").write_text(json.dumps({"methods": [reports[4]]}))
+    assert set(tuning.committed_rows("toy", "dlrm-ce", tmp_path)) == set(done)
+    with pytest.raises(SystemExit, match="unfinished"):
+        tuning.chosen_overrides("toy", "dlrm-ce", tmp_path)
+    assert "unfinished: 5 configurations so far" in tuning.markdown({"dataset": "toy", "methods": [reports[4]]})
+
+
 def test_elastic_probe_splits_a_variant_into_training_device_and_shared_stage_a(tmp_path) -> None:
     probe = _script("elastic_probe")
     name, training, device, stage_a = probe.parse_variant(
