@@ -10,7 +10,14 @@ paper's Fig. 3: the accumulated training seconds as a device's budget shrinks fr
     python benchmarks/compare.py --data ../shared/data/amazon-book-sub --runs runs/compare-amazon
 
 Trains what is missing into RUNS (resumable: rerun after a kill). Results:
-benchmarks/results/compare_<dataset>.{json,md,png}.
+benchmarks/results/compare_<dataset>.{json,md,png}. A table too costly for one machine's life grows by
+``--carry``: train some runs with ``--only``, then evaluate those and carry every other row from the
+committed results (marked †, with the date it was measured):
+
+    python benchmarks/compare.py --data ../shared/data/yelp2018-sub --runs runs/compare-yelp \
+        --fitted lightgcn,pmf,dlrm-ce --only dlrm-ce-5MB-eq,dlrm-ce-10MB-eq,...
+    python benchmarks/compare.py --data ../shared/data/yelp2018-sub --runs runs/compare-yelp \
+        --fitted lightgcn,pmf,dlrm-ce --carry
 """
 
 from __future__ import annotations
@@ -135,6 +142,30 @@ def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str
     return paths
 
 
+def present_runs(runs: Path, names: list[str]) -> dict[str, Path]:
+    """The runs of ``names`` trained to the end in ``runs`` (a PEEL run with its user groups, a fitted one with
+    its embeddings): what ``--carry`` evaluates afresh."""
+    def trained(layout: RunLayout) -> bool:
+        return layout.embeddings.exists() or (layout.summary.exists() and layout.finetune_dir.exists()
+                                              and layout.finished_groups() > 0)
+    return {name: runs / name for name in names if trained(RunLayout(runs / name))}
+
+
+def carried_results(dataset: str, known: set[str], results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
+    """The committed rows, paired tests and curves of ``known`` runs, with the date they were measured (a row
+    carried before keeps its first date)."""
+    import json
+
+    path = results_dir / f"compare_{dataset}.json"
+    if not path.exists():
+        raise SystemExit(f"--carry: no committed results at {path}")
+    committed = json.loads(path.read_text())
+    rows = [{**r, "carried": r.get("carried") or committed["date"]} for r in committed["rows"] if r["run"] in known]
+    labels = {r["method"] for r in rows}
+    return {"rows": rows, "paired": committed["paired"], "date": committed["date"],
+            "curves": [c for c in committed["curves"] if c["method"] in labels]}
+
+
 def seconds_of(path: Path) -> float | None:
     return RunLayout(path).stage_seconds("total")
 
@@ -155,7 +186,12 @@ def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> li
             row.update(run=name, family=family, train_seconds=seconds_of(path),
                        valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
             rows.append(row)
-    for row in rows:  # the fitted yardstick of a budget: per method, its run with the best validation NDCG@50
+    return mark_chosen(rows)
+
+
+def mark_chosen(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fitted yardstick of a budget: per method, its run with the best validation NDCG@50."""
+    for row in rows:
         rivals = [r for r in rows if not r["elastic"] and r["budget"] == row["budget"] and r["family"] == row["family"]]
         row["chosen"] = row["elastic"] or row["run"] == max(rivals, key=lambda r: r["valid_ndcg50"] or -1)["run"]
     return rows
@@ -181,9 +217,11 @@ def tuned_peel(rows: list[dict[str, Any]]) -> str | None:
     return max((name for name in PEEL_TUNED if any(r["run"] == name for r in rows)), key=mean_valid, default=None)
 
 
-def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[str, Any]]:
+def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget],
+                carried: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Per budget: PEEL (defaults), and PEEL tuned by hand if run, against the fitted model with the best
-    validation NDCG@50."""
+    validation NDCG@50. A pair with a side carried from committed results (no per-user scores here) takes
+    the committed test of the same pair from ``carried``, or is left out if there is none."""
     yardstick = {budget.label: max((r for r in rows if r["budget"] == budget.label and not r["elastic"]
                                     and r["family"] != FULL_LIGHTGCN[0]), key=lambda r: r["valid_ndcg50"])
                  for budget in budgets}
@@ -194,8 +232,11 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget]) -> list[dict[
             peel = next(r for r in rows if r["run"] == name and r["budget"] == budget.label)
             best = yardstick[budget.label]
             for metric in ("ndcg@50", "recall@50"):
-                test = paired_test(peel["per_user"], best["per_user"], metric)
-                out.append({"budget": budget.label, "a": peel["method"], "b": best["method"], **test})
+                pair = {"budget": budget.label, "a": peel["method"], "b": best["method"]}
+                if "per_user" in peel and "per_user" in best:
+                    out.append({**pair, **paired_test(peel["per_user"], best["per_user"], metric)})
+                else:
+                    out += [t for t in carried if t["metric"] == metric and pair == {k: t[k] for k in pair}]
     return out
 
 
@@ -254,12 +295,17 @@ def markdown(payload: dict[str, Any]) -> str:
     yardsticks = {(t["budget"], t["b"]) for t in payload["paired"]}
     for r in payload["rows"]:
         seconds = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
-        method = r["method"] + (" **(yardstick)**" if (r["budget"], r["method"]) in yardsticks else "")
+        method = r["method"] + (" **(yardstick)**" if (r["budget"], r["method"]) in yardsticks else "") + \
+            (" †" if r.get("carried") else "")
         lines.append(f"| {method} | {r['budget']} | {r['bytes_used']:,} | {seconds} | {r['valid_ndcg50']:.5f} | "
                      + " | ".join(f"{r[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
     p = payload["popularity"]
     lines.append("| popularity | - | - | - | - | " + " | ".join(
         f"{p[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
+    if dates := sorted({r["carried"] for r in payload["rows"] if r.get("carried")}):
+        lines += ["", f"† Carried from the committed results of {', '.join(dates)} (`--carry`: the run is not on the "
+                  "machine that wrote this file; its row, curve and paired tests are those measured then, by the "
+                  "command recorded in that version of this file)."]
     tuned = payload.get("peel_tuned") or "peel-defaults"
     lines += ["", "### Paired per-user test: PEEL against the best fitted model of each budget", "",
               f"PEEL (defaults), and PEEL tuned by hand: of {', '.join(LABELS[n] for n in PEEL_TUNED)}, "
@@ -315,6 +361,10 @@ def main() -> None:
                         help="train only these runs (comma-separated names, e.g. peel-paper,lightgcn-5MB-eq) and stop: "
                              "start several such processes to train in parallel, then rerun without --only")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per training (0: torch's default)")
+    parser.add_argument("--carry", action="store_true",
+                        help="train nothing: evaluate the runs present in RUNS and carry every other run's rows, curve "
+                             "and paired tests from the committed results (marked †), e.g. to add one method's "
+                             "runs to a table whose other runs were trained on another machine")
     parser.add_argument("--skip", default="",
                         help="runs to leave out (comma-separated names; listed as not run in the results), e.g. "
                              "lightgcn-full when there is no time to train it")
@@ -345,14 +395,24 @@ def main() -> None:
         parser.error(f"--skip: unknown run(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     if "peel-defaults" in skip:
         parser.error("--skip: peel-defaults is what the comparison is about")
-    paths = train_all(data, args.data, args.runs, fitted_plan, only, args.threads, skip)
+    if args.carry:
+        if only is not None:
+            parser.error("--carry trains nothing: train with --only first, then evaluate with --carry")
+        committed = carried_results(data.name, set(known) | set(DEVICE_VARIANTS))
+        paths = present_runs(args.runs, [n for n in known if n not in skip])
+    else:
+        committed = {"rows": [], "paired": [], "curves": [], "date": None}
+        paths = train_all(data, args.data, args.runs, fitted_plan, only, args.threads, skip)
     if only is not None:
         return
     rows = evaluate_all(data, paths, budgets)
-    paired = paired_rows(rows, budgets)
+    fresh = {r["run"] for r in rows}
+    rows = mark_chosen(rows + [r for r in committed["rows"] if r["run"] not in fresh])
+    paired = paired_rows(rows, budgets, committed["paired"])
     tuned = tuned_peel(rows)
     curves = [point for name, (label, *_) in PEEL_VARIANTS.items() if name in paths
               for point in curve(data, paths[name], label)]
+    curves += [c for c in committed["curves"] if c["method"] not in {c["method"] for c in curves}]
     table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
     payload = {"dataset": data.name, "budgets": [str(b) for b in budgets], "rows": table, "paired": paired,
                "peel_tuned": tuned, "not_run": sorted(skip),

@@ -144,6 +144,46 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     assert tests[-2]["difference"] > 0  # shifted up by 0.3 against the yardstick's 0.1
 
 
+def test_compare_carries_committed_runs_and_their_paired_tests(tmp_path) -> None:
+    """--carry: a run not on this machine keeps its committed row and paired test; a fresh run replaces its
+    committed row; the yardstick is chosen over both, and a pair with a carried side is never recomputed."""
+    from peel.budget import Budget
+
+    compare = _script("compare")
+    users = np.arange(40)
+
+    def row(run, valid, per_user=True):
+        r = {"run": run, "family": run.partition(compare.L2_SUFFIX)[0], "method": run, "budget": "5MB-eq",
+             "valid_ndcg50": valid, "elastic": run.startswith("peel-")}
+        return {**r, "per_user": {"user": users, "ndcg@50": np.linspace(0, valid, 40),
+                                  "recall@50": np.linspace(0, valid, 40)}} if per_user else r
+
+    old_pair = {"budget": "5MB-eq", "a": "peel-defaults", "b": "lightgcn-5MB-eq", "metric": "ndcg@50", "p_value": 0.5}
+    committed = {"date": "2026-12-01T10:00:00", "rows": [row("peel-defaults", 0.03, False),
+                                                         row("lightgcn-5MB-eq", 0.02, False),
+                                                         row("dlrm-ce-5MB-eq", 0.01, False),
+                                                         row("retired-run", 0.5, False)],
+                 "paired": [old_pair], "curves": [{"method": "peel-defaults", "ndcg@50": 0.1},
+                                                  {"method": "retired-run", "ndcg@50": 0.2}]}
+    (tmp_path / "compare_toy.json").write_text(json.dumps(committed))
+    carried = compare.carried_results("toy", {"peel-defaults", "lightgcn-5MB-eq", "dlrm-ce-5MB-eq"}, tmp_path)
+    assert [r["run"] for r in carried["rows"]] == ["peel-defaults", "lightgcn-5MB-eq", "dlrm-ce-5MB-eq"]
+    assert all(r["carried"] == "2026-12-01T10:00:00" for r in carried["rows"])
+    assert [c["method"] for c in carried["curves"]] == ["peel-defaults"]
+    # DLRM-CE trained here afresh (its committed row is replaced); PEEL and LightGCN carried
+    fresh = [row("dlrm-ce-5MB-eq", 0.012)]
+    rows = compare.mark_chosen(fresh + [r for r in carried["rows"] if r["run"] != "dlrm-ce-5MB-eq"])
+    assert [r["run"] for r in rows].count("dlrm-ce-5MB-eq") == 1
+    tests = compare.paired_rows(rows, [Budget(100, "5MB-eq")], carried["paired"])
+    assert tests == [old_pair]  # carried: no per-user scores here, so the committed test (recall: none)
+    # a fresh yardstick beating the carried one on validation cannot be paired with a carried PEEL
+    rows = compare.mark_chosen(rows + [row("lightgcn-5MB-eq-l2=0.001", 0.025)])
+    assert compare.paired_rows(rows, [Budget(100, "5MB-eq")], carried["paired"]) == []
+    assert [r["chosen"] for r in rows if r["family"] == "lightgcn-5MB-eq"] == [False, True]
+    with pytest.raises(SystemExit, match="no committed results"):
+        compare.carried_results("none", set(), tmp_path)
+
+
 def test_compare_deployment_retrains_a_fitted_method_per_budget_and_an_elastic_one_once() -> None:
     compare = _script("compare")
 
