@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from peel.bench import RESULTS_DIR, write_result
+from peel.bench import RESULTS_DIR, command_line, write_result
 from peel.budget import full_table_bytes, parse_budget
 from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig
@@ -151,7 +151,9 @@ def markdown(payload: dict[str, Any]) -> str:
         state = f" (unfinished: {len(tuned['rows'])} configurations so far)" if tuned.get("unfinished") else ""
         lines.append(f"| {FIXED_METHODS[tuned['method']]}: grid time{state} | | | | | | | | "
                      f"{tuned['grid_seconds']:.0f} |")
-    return "\n".join(lines)
+    notes = [f"- {FIXED_METHODS[t['method']]}: `{t['command']}`" + (f"; {t['note']}" if t.get("note") else "")
+             for t in payload["methods"] if t.get("command")]
+    return "\n".join(lines + (["", "Each method's grid was run by:", *notes] if notes else []))
 
 
 def main() -> None:
@@ -180,7 +182,8 @@ def main() -> None:
     def save(tuned: dict[str, Any]) -> None:  # read again: another process may be tuning another method
         results.clear()
         results.update({t["method"]: t for t in json.loads(path.read_text())["methods"]} if path.exists() else {})
-        results[tuned["method"]] = tuned
+        results[tuned["method"]] = {**tuned, "command": command_line(),
+                                    "note": results.get(tuned["method"], {}).get("note", "")}
         payload = {"dataset": data.name, "budget": f"{TUNING_BUDGET}-eq", "methods": list(results.values())}
         write_result(f"tuning_{data.name}", payload, markdown(payload))
 
