@@ -327,7 +327,7 @@ def markdown(payload: dict[str, Any]) -> str:
         lines += ["", f"**Where {label} loses** (NDCG@50, significant at 5%): {', '.join(losses) or 'nowhere'}; "
                   f"where it wins: {', '.join(wins) or 'nowhere'}."]
     if payload.get("not_run"):
-        lines += ["", f"**Not run** (`--skip`): {', '.join(payload['not_run'])}."]
+        lines += ["", f"**Not run** (`--skip`, or with `--carry` not trained yet): {', '.join(payload['not_run'])}."]
     lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)"]
     steps = deployment(payload)
     order = list(dict.fromkeys(r["budget"] for r in steps))
@@ -415,7 +415,7 @@ def main() -> None:
     curves += [c for c in committed["curves"] if c["method"] not in {c["method"] for c in curves}]
     table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
     payload = {"dataset": data.name, "budgets": [str(b) for b in budgets], "rows": table, "paired": paired,
-               "peel_tuned": tuned, "not_run": sorted(skip),
+               "peel_tuned": tuned, "not_run": sorted(skip | {n for n in known if n not in {r["run"] for r in rows}}),
                "curves": curves, "popularity": evaluate(PopularityScorer(data), data, split="test", ks=KS)}
     plot(payload)
     write_result(f"compare_{data.name}", payload, markdown(payload))
