@@ -13,7 +13,8 @@ Resumable: rerun after a kill. Results: benchmarks/results/tuning_<dataset>.{jso
 each configuration's validation score and training seconds, and the grid's total time per method. They are
 written after every configuration (an unfinished grid is marked so and never chosen by compare.py), and a
 rerun takes a configuration already in them instead of training it again: commit them as they grow, and a
-grid longer than one machine's life resumes on a fresh clone (``--retrain`` trains every configuration anew).
+grid longer than one machine's life resumes on a fresh clone (``--retrain`` trains every configuration anew;
+use it, or drop the method's committed entry, when the method's code has changed).
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ measured on ml-100k, both searches then chose D for every item) and the budget r
   policy network (an MLP of the item's log popularity, its current candidate and its validation loss)
   proposes per item whether to enlarge its dim to the next candidate; it learns by REINFORCE, the
   reward of an item's action being the decrease of that item's validation BPR loss over the next epoch,
-  less the mean decrease (the baseline). The budget is released evenly over the epochs, and proposals
-  are granted by the policy's probability while the epoch's allowance lasts (ESAPN only enlarges, so a
-  budget spent in the first epochs would be spent before the policy learned anything).
+  summed over its validation interactions (ESAPN acts each time a feature occurs, so a popular item
+  weighs as often as it is used), less the mean decrease (the baseline). The budget is released evenly
+  over the epochs, and proposals are granted by the policy's probability while the epoch's allowance
+  lasts (ESAPN only enlarges, so a budget spent in the first epochs would be spent before the policy
+  learned anything).
 - ``autoemb`` (Zhao et al., ICDM 2021): a controller (an MLP of the item's log popularity) gives every
   item soft weights over the candidates, and its vector is the weighted sum of its truncations; DARTS'
   first-order alternation: per batch the controller steps on a validation batch, then the model on the
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 SEARCHES = ("esapn", "autoemb")
 HIDDEN = 16          # units of the policy / controller MLP
 SEARCH_LR = 1e-2     # Adam learning rate of the policy / controller
+# ESAPN's policy steps per search epoch on that epoch's rewards: ESAPN decides each time a feature occurs,
+# so its policy learns from many more decisions than one per item and epoch; with one step per epoch the
+# policy hardly moved from its random start, which alone then decided whose dims grew
+POLICY_STEPS = 20
 
 
 def candidate_dims(smallest: int, dim: int) -> np.ndarray:
@@ -166,6 +172,8 @@ def _esapn(model: nn.Module, candidates: torch.Tensor, popularity: torch.Tensor,
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=SEARCH_LR)
     top = len(candidates) - 1
 
+    count = torch.bincount(torch.from_numpy(valid.positives), minlength=n_items).float()
+
     def item_loss(epoch: int) -> torch.Tensor:
         """Every item's mean validation BPR loss (NaN for an item without validation interactions)."""
         negatives = valid.negatives(valid.users, np.random.default_rng([seed, 7, epoch]))
@@ -175,22 +183,28 @@ def _esapn(model: nn.Module, candidates: torch.Tensor, popularity: torch.Tensor,
             margin = (u * (items[torch.from_numpy(valid.positives)] - items[torch.from_numpy(negatives)])).sum(1)
             loss = F.softplus(-margin).double()
         total = torch.zeros(n_items, dtype=torch.float64).index_add_(0, torch.from_numpy(valid.positives), loss)
-        count = torch.bincount(torch.from_numpy(valid.positives), minlength=n_items)
         return (total / count).float()  # 0 / 0 = NaN
 
     def after_epoch(epoch: int) -> dict[str, float]:
         loss = item_loss(epoch)
         if dims.pending:  # REINFORCE on the actions of the last epoch: reward = the item's loss decrease
             p = dims.pending
-            reward = p["loss"] - loss
+            # summed over the item's validation interactions, not averaged: ESAPN decides and is rewarded each
+            # time a feature occurs, so an item counts as often as it is used. The mean alone rewards rare
+            # items most (most loss left to lose) and the policy then starves the popular ones (yelp2018-sub:
+            # Spearman -0.25 between dims and popularity, 82% of the top decile at 2 dims)
+            reward = (p["loss"] - loss) * count
             acted = torch.isfinite(reward) & p["eligible"]
             if acted.any():
                 advantage = reward[acted] - reward[acted].mean()
-                logit = policy(p["state"][acted]).squeeze(1)
-                log_prob = -F.binary_cross_entropy_with_logits(logit, p["action"][acted].float(), reduction="none")
-                policy_optimizer.zero_grad(set_to_none=True)
-                (-(advantage * log_prob).mean()).backward()
-                policy_optimizer.step()
+                advantage = advantage / advantage.std().clamp_min(1e-12) if len(advantage) > 1 else advantage
+                for _ in range(POLICY_STEPS):
+                    logit = policy(p["state"][acted]).squeeze(1)
+                    log_prob = -F.binary_cross_entropy_with_logits(logit, p["action"][acted].float(),
+                                                                   reduction="none")
+                    policy_optimizer.zero_grad(set_to_none=True)
+                    (-(advantage * log_prob).mean()).backward()
+                    policy_optimizer.step()
         finite = torch.isfinite(loss)
         seen = torch.nan_to_num(loss, nan=float(loss[finite].mean()) if finite.any() else 0.0)  # no loss: the mean
         seen = (seen - seen.mean()) / seen.std().clamp_min(1e-6)
