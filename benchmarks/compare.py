@@ -407,7 +407,9 @@ def main() -> None:
         return
     rows = evaluate_all(data, paths, budgets)
     fresh = {r["run"] for r in rows}
-    rows = mark_chosen(rows + [r for r in committed["rows"] if r["run"] not in fresh])
+    place = {name: i for i, name in enumerate([*PEEL_VARIANTS, *fitted_plan, *DEVICE_VARIANTS])}
+    rows = mark_chosen(sorted(rows + [r for r in committed["rows"] if r["run"] not in fresh],
+                              key=lambda r: place.get(r["run"], len(place))))  # stable: budgets stay in order
     paired = paired_rows(rows, budgets, committed["paired"])
     tuned = tuned_peel(rows)
     curves = [point for name, (label, *_) in PEEL_VARIANTS.items() if name in paths
