@@ -150,7 +150,7 @@ def main() -> None:
     if unknown := set(names) - set(compare.PEEL_VARIANTS) - set(plan):
         parser.error(f"--names: unknown run(s) {', '.join(sorted(unknown))}; known: "
                      f"{', '.join([*compare.PEEL_VARIANTS, *plan])}")
-    for name in names:
+    for name in names if not args.train_only else []:  # the repeats may train beside the seed's own runs
         if not RunLayout(args.runs / name).summary.exists():
             parser.error(f"{args.runs / name} is not a finished run: train it with compare.py first")
     fitted = {n: plan[n] for n in names if n in plan}

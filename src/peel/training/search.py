@@ -13,12 +13,15 @@ measured on ml-100k, both searches then chose D for every item) and the budget r
 - ``esapn`` (Liu et al., SIGIR 2020): every item starts at the smallest candidate. After each epoch a
   policy network (an MLP of the item's log popularity, its current candidate and its validation loss)
   proposes per item whether to enlarge its dim to the next candidate; it learns by REINFORCE, the
-  reward of an item's action being the decrease of that item's validation BPR loss over the next epoch,
-  summed over its validation interactions (ESAPN acts each time a feature occurs, so a popular item
-  weighs as often as it is used), less the mean decrease (the baseline). The budget is released evenly
-  over the epochs, and proposals are granted by the policy's probability while the epoch's allowance
+  reward of an item's action being the decrease of that item's validation BPR loss (per validation
+  interaction, on fixed negatives) over the next epoch, less the use-weighted mean decrease of items in
+  its popularity decile (the baseline), and each item's term weighted by its validation interactions
+  (ESAPN acts each time a feature occurs, so a popular item weighs as often as it is used). The policy
+  starts without preference (zero last layer). The budget is released evenly over the epochs, and
+  proposals are granted by the policy's probability, ties in a random order, while the epoch's allowance
   lasts (ESAPN only enlarges, so a budget spent in the first epochs would be spent before the policy
-  learned anything).
+  learned anything). Measured on ml-100k (D=32, 10 epochs, three seeds): Spearman +0.46 to +0.62 between
+  dims and popularity; the reward summed per item against one global baseline gave -0.35 to -0.76.
 - ``autoemb`` (Zhao et al., ICDM 2021): a controller (an MLP of the item's log popularity) gives every
   item soft weights over the candidates, and its vector is the weighted sum of its truncations; DARTS'
   first-order alternation: per batch the controller steps on a validation batch, then the model on the
@@ -53,6 +56,7 @@ SEARCH_LR = 1e-2     # Adam learning rate of the policy / controller
 # so its policy learns from many more decisions than one per item and epoch; with one step per epoch the
 # policy hardly moved from its random start, which alone then decided whose dims grew
 POLICY_STEPS = 20
+POPULARITY_BINS = 10  # ESAPN's REINFORCE baseline: the mean reward within each popularity decile
 
 
 def candidate_dims(smallest: int, dim: int) -> np.ndarray:
@@ -169,14 +173,20 @@ def _esapn(model: nn.Module, candidates: torch.Tensor, popularity: torch.Tensor,
     n_items = len(popularity)
     dims = _Dims(model, candidates, n_items)
     policy = nn.Sequential(nn.Linear(3, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 1))
+    with torch.no_grad():  # no preference before any reward: a random start alone decided whose dims grew first
+        policy[2].weight.zero_()
+        policy[2].bias.zero_()
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=SEARCH_LR)
     top = len(candidates) - 1
 
     count = torch.bincount(torch.from_numpy(valid.positives), minlength=n_items).float()
+    rank = torch.argsort(torch.argsort(popularity, stable=True), stable=True)
+    popularity_bin = rank * POPULARITY_BINS // n_items
 
-    def item_loss(epoch: int) -> torch.Tensor:
-        """Every item's mean validation BPR loss (NaN for an item without validation interactions)."""
-        negatives = valid.negatives(valid.users, np.random.default_rng([seed, 7, epoch]))
+    def item_loss() -> torch.Tensor:
+        """Every item's mean validation BPR loss (NaN for an item without validation interactions), on the same
+        negatives every epoch, so that a change of loss is the model's and not the negatives' draw."""
+        negatives = valid.negatives(valid.users, np.random.default_rng([seed, 7]))
         with torch.no_grad():
             users, items = model.final_embeddings()
             u = users[torch.from_numpy(valid.users)]
@@ -186,24 +196,28 @@ def _esapn(model: nn.Module, candidates: torch.Tensor, popularity: torch.Tensor,
         return (total / count).float()  # 0 / 0 = NaN
 
     def after_epoch(epoch: int) -> dict[str, float]:
-        loss = item_loss(epoch)
-        if dims.pending:  # REINFORCE on the actions of the last epoch: reward = the item's loss decrease
+        loss = item_loss()
+        if dims.pending:  # REINFORCE on the actions of the last epoch
             p = dims.pending
-            # summed over the item's validation interactions, not averaged: ESAPN decides and is rewarded each
-            # time a feature occurs, so an item counts as often as it is used. The mean alone rewards rare
-            # items most (most loss left to lose) and the policy then starves the popular ones (yelp2018-sub:
-            # Spearman -0.25 between dims and popularity, 82% of the top decile at 2 dims)
-            reward = (p["loss"] - loss) * count
+            reward = p["loss"] - loss  # the item's loss decrease per validation interaction
             acted = torch.isfinite(reward) & p["eligible"]
             if acted.any():
-                advantage = reward[acted] - reward[acted].mean()
-                advantage = advantage / advantage.std().clamp_min(1e-12) if len(advantage) > 1 else advantage
+                # Baseline: the use-weighted mean reward of items of like popularity. How far an item's loss
+                # falls depends on its popularity whatever the action; against one global mean the policy
+                # reinforced whatever it had done for one end of the popularity range.
+                bin_of, weight = popularity_bin[acted], count[acted]
+                total = torch.zeros(POPULARITY_BINS).index_add_(0, bin_of, reward[acted] * weight)
+                size = torch.zeros(POPULARITY_BINS).index_add_(0, bin_of, weight)
+                advantage = reward[acted] - (total / size.clamp_min(1e-12))[bin_of]
+                spread = torch.sqrt((weight * advantage**2).sum() / weight.sum())
+                advantage = advantage / spread.clamp_min(1e-12)
                 for _ in range(POLICY_STEPS):
                     logit = policy(p["state"][acted]).squeeze(1)
                     log_prob = -F.binary_cross_entropy_with_logits(logit, p["action"][acted].float(),
                                                                    reduction="none")
                     policy_optimizer.zero_grad(set_to_none=True)
-                    (-(advantage * log_prob).mean()).backward()
+                    # an item's decision weighs as often as the item is used (ESAPN decides per occurrence)
+                    (-(weight * advantage * log_prob).sum() / weight.sum()).backward()
                     policy_optimizer.step()
         finite = torch.isfinite(loss)
         seen = torch.nan_to_num(loss, nan=float(loss[finite].mean()) if finite.any() else 0.0)  # no loss: the mean
@@ -217,7 +231,8 @@ def _esapn(model: nn.Module, candidates: torch.Tensor, popularity: torch.Tensor,
         start = len(popularity) * int(candidates[0])
         allowance = start + (budget_floats - start) * epoch // epochs - int(model.item_dims.sum())
         growth = (candidates[(dims.level + 1).clamp_max(top)] - candidates[dims.level]) * proposed
-        order = torch.argsort(-probability * proposed, stable=True)
+        shuffled = torch.randperm(n_items, generator=generator)  # ties (as at the start) in a random order
+        order = shuffled[torch.argsort(-(probability * proposed)[shuffled], stable=True)]
         granted = torch.zeros_like(proposed)
         granted[order] = proposed[order] & (torch.cumsum(growth[order], 0) <= allowance)
         eligible = (dims.level < top) & (granted | ~proposed)  # a refused proposal teaches the policy nothing
