@@ -150,9 +150,10 @@ def main() -> None:
     if unknown := set(names) - set(compare.PEEL_VARIANTS) - set(plan):
         parser.error(f"--names: unknown run(s) {', '.join(sorted(unknown))}; known: "
                      f"{', '.join([*compare.PEEL_VARIANTS, *plan])}")
-    for name in names if not args.train_only else []:  # the repeats may train beside the seed's own runs
-        if not RunLayout(args.runs / name).summary.exists():
-            parser.error(f"{args.runs / name} is not a finished run: train it with compare.py first")
+    if not args.train_only:  # the repeats may train beside the seed's own runs
+        for name in names:
+            if not RunLayout(args.runs / name).summary.exists():
+                parser.error(f"{args.runs / name} is not a finished run: train it with compare.py first")
     fitted = {n: plan[n] for n in names if n in plan}
     if len(fitted) == len(names) or not fitted:
         parser.error("--names needs at least one PEEL variant and one fitted run to compare")

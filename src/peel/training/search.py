@@ -179,20 +179,21 @@ def _esapn(model: nn.Module, candidates: torch.Tensor, popularity: torch.Tensor,
     policy_optimizer = torch.optim.Adam(policy.parameters(), lr=SEARCH_LR)
     top = len(candidates) - 1
 
-    count = torch.bincount(torch.from_numpy(valid.positives), minlength=n_items).float()
     rank = torch.argsort(torch.argsort(popularity, stable=True), stable=True)
     popularity_bin = rank * POPULARITY_BINS // n_items
 
+    # the same negatives every epoch, so that a change of an item's loss is the model's, not the negatives' draw
+    valid_users, valid_positives = torch.from_numpy(valid.users), torch.from_numpy(valid.positives)
+    valid_negatives = torch.from_numpy(valid.negatives(valid.users, np.random.default_rng([seed, 7])))
+    count = torch.bincount(valid_positives, minlength=n_items).float()  # each item's validation interactions
+
     def item_loss() -> torch.Tensor:
-        """Every item's mean validation BPR loss (NaN for an item without validation interactions), on the same
-        negatives every epoch, so that a change of loss is the model's and not the negatives' draw."""
-        negatives = valid.negatives(valid.users, np.random.default_rng([seed, 7]))
+        """Every item's mean validation BPR loss (NaN for an item without validation interactions)."""
         with torch.no_grad():
             users, items = model.final_embeddings()
-            u = users[torch.from_numpy(valid.users)]
-            margin = (u * (items[torch.from_numpy(valid.positives)] - items[torch.from_numpy(negatives)])).sum(1)
+            margin = (users[valid_users] * (items[valid_positives] - items[valid_negatives])).sum(1)
             loss = F.softplus(-margin).double()
-        total = torch.zeros(n_items, dtype=torch.float64).index_add_(0, torch.from_numpy(valid.positives), loss)
+        total = torch.zeros(n_items, dtype=torch.float64).index_add_(0, valid_positives, loss)
         return (total / count).float()  # 0 / 0 = NaN
 
     def after_epoch(epoch: int) -> dict[str, float]:
@@ -211,9 +212,9 @@ def _esapn(model: nn.Module, candidates: torch.Tensor, popularity: torch.Tensor,
                 advantage = reward[acted] - (total / size.clamp_min(1e-12))[bin_of]
                 spread = torch.sqrt((weight * advantage**2).sum() / weight.sum())
                 advantage = advantage / spread.clamp_min(1e-12)
+                state, action = p["state"][acted], p["action"][acted].float()
                 for _ in range(POLICY_STEPS):
-                    logit = policy(p["state"][acted]).squeeze(1)
-                    log_prob = -F.binary_cross_entropy_with_logits(logit, p["action"][acted].float(),
+                    log_prob = -F.binary_cross_entropy_with_logits(policy(state).squeeze(1), action,
                                                                    reduction="none")
                     policy_optimizer.zero_grad(set_to_none=True)
                     # an item's decision weighs as often as the item is used (ESAPN decides per occurrence)
