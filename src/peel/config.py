@@ -116,6 +116,9 @@ class PretrainConfig:
     # With nested blocks: the weight of each smaller prefix's cross-entropy toward the full prefix's confidence
     # on the same (user, positive, negative) triple, beside its BPR (0 = off)
     self_distillation: float = 0.0
+    # With nested blocks: prefix p's share of the loss (its BPR and its L2) grows as p ** this, normalized to
+    # a mean of 1 over the prefixes, so > 0 leans toward large budgets, < 0 toward small ones (0 = equal)
+    nested_weight_power: float = 0.0
     # The multi-dimensional baselines (ESAPN, AutoEmb): epochs of the per-item dims search before training
     search_epochs: int = 30
 
@@ -154,6 +157,14 @@ class PretrainConfig:
             return (self.l2,) * len(counts)
         position = [math.log(p / counts[0]) / math.log(counts[-1] / counts[0]) for p in counts]
         return tuple(self.l2 * (last / self.l2) ** t for t in position)
+
+    def nested_weights(self, n_blocks: int) -> tuple[float, ...]:
+        """The loss weight of every nested prefix (see ``nested_weight_power``), mean 1; () when all are equal."""
+        counts = self.nested_blocks(n_blocks)
+        if not counts or self.nested_weight_power == 0:
+            return ()
+        raw = [p ** self.nested_weight_power for p in counts]
+        return tuple(len(raw) * w / sum(raw) for w in raw)
 
     def without_lr_rule(self) -> PretrainConfig:
         """This config with the auto-lr rule (``lr_at_65536``, ``lr_batch_power``) restated as ``lr`` at any
@@ -407,6 +418,9 @@ def validate(config: PeelConfig) -> None:
             raise ConfigError(f"config {key} must be positive, got {value}")
     config.pretrain.nested_blocks(config.model.n_blocks)  # refuses a malformed list before anything runs
     config.pretrain.race_candidates(config.model.n_blocks)
+    if not math.isfinite(config.pretrain.nested_weight_power):
+        raise ConfigError(f"config pretrain.nested_weight_power must be finite, "
+                          f"got {config.pretrain.nested_weight_power}")
     if config.model.embedding_dim and config.model.embedding_dim != config.model.dim:
         raise ConfigError(f"model.embedding_dim = {config.model.embedding_dim} must equal n_blocks * block_dim = "
                           f"{config.model.n_blocks} * {config.model.block_dim} = {config.model.dim}")
@@ -529,6 +543,7 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
 # which no older run used), so a config.json without them is complete
 IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords",
                 "pretrain.distillation", "pretrain.search_epochs", "pretrain.self_distillation",
+                "pretrain.nested_weight_power",
                 # only derives pretrain.lr when it is 0 (auto), and a run's config.json holds the derived lr
                 "pretrain.lr_batch_power",
                 *(f"rule.{f.name}" for f in dataclasses.fields(RuleConfig)), "rule")

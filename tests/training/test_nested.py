@@ -68,6 +68,35 @@ def test_self_distillation_pulls_smaller_prefixes_toward_the_full_prefix_without
     assert not torch.allclose(model.item_embedding.grad[:, :dims], plain_grad[:, :dims])
 
 
+def test_nested_weights_weigh_each_prefix_whole_objective():
+    model, users, pos, neg = _model_and_batch()
+    # linear in the prefixes: the weighted loss is the weighted mean of each prefix's own loss (BPR + its L2)
+    weights, l2 = (0.5, 1.0, 1.5), (1e-1, 1e-2, 1e-3)
+    weighted = model.loss(users, pos, neg, l2=l2, lambda_div=0.0, nested=(1, 2, 4), nested_weights=weights)
+    alone = [model.loss(users, pos, neg, l2=w, lambda_div=0.0, nested=(b,)) for b, w in zip((1, 2, 4), l2, strict=True)]
+    expected = sum(w * a for w, a in zip(weights, alone, strict=True)) / 3
+    torch.testing.assert_close(weighted, expected, rtol=1e-5, atol=1e-6)
+    equal = model.loss(users, pos, neg, l2=l2, lambda_div=0.0, nested=(1, 2, 4))
+    torch.testing.assert_close(model.loss(users, pos, neg, l2=l2, lambda_div=0.0, nested=(1, 2, 4),
+                                          nested_weights=(1.0, 1.0, 1.0)), equal, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="2 nested weights for 3"):
+        model.loss(users, pos, neg, l2=l2, lambda_div=0.0, nested=(1, 2, 4), nested_weights=(1.0, 2.0))
+
+
+def test_nested_weight_power_leans_toward_large_or_small_prefixes():
+    def weights(power):
+        return PeelConfig().with_overrides([f"pretrain.nested_weight_power={power}"]).pretrain.nested_weights(16)
+    assert weights(0) == ()  # equal weights: the unweighted loss
+    up, down = weights(1), weights(-1)
+    assert len(up) == 5 and sum(up) == pytest.approx(5) and sum(down) == pytest.approx(5)
+    assert up == pytest.approx([5 * p / 31 for p in (1, 2, 4, 8, 16)])
+    assert list(up) == sorted(up) and list(down) == sorted(down, reverse=True)
+    assert PeelConfig().with_overrides(["pretrain.nested=", "pretrain.nested_weight_power=1"]).pretrain \
+        .nested_weights(16) == ()
+    with pytest.raises(ConfigError, match="nested_weight_power"):
+        PeelConfig().with_overrides(["pretrain.nested_weight_power=nan"])
+
+
 def test_self_distillation_must_be_non_negative():
     with pytest.raises(ConfigError, match="self_distillation"):
         PeelConfig().with_overrides(["pretrain.self_distillation=-1"])

@@ -68,7 +68,7 @@ class LightGCN(nn.Module):
     def loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, *,
              l2: float | tuple[float, ...], lambda_div: float, nested: tuple[int, ...] = (),
              kept: tuple[torch.Tensor, torch.Tensor] | None = None, distillation: float = 0.0,
-             self_distillation: float = 0.0) -> torch.Tensor:
+             self_distillation: float = 0.0, nested_weights: tuple[float, ...] = ()) -> torch.Tensor:
         """BPR + l2 * ||batch ego embeddings||^2 / batch - lambda_div * diversity (Eq. 2, methods.md §2).
 
         ``nested``: block counts p; the loss is then the mean over p of the whole objective of the
@@ -80,7 +80,8 @@ class LightGCN(nn.Module):
         L2 of its own. ``distillation``: the weight of a codebook table's mean squared distance of the
         batch's composed item vectors to its teacher's (LightRec). ``self_distillation``: with ``nested``, the
         weight of each smaller prefix's cross-entropy toward the full prefix's confidence σ(margin) on the same
-        pair (its soft label, not trained through), on top of that prefix's BPR.
+        pair (its soft label, not trained through), on top of that prefix's BPR. ``nested_weights``: with
+        ``nested``, one weight per prefix on its whole objective (BPR, L2, self-distillation), mean 1; () = equal.
         """
         # index_select, not x[index]: its backward is 1.5-3x faster on CPU (no accumulating index_put)
         user_final, item_final = self.final_embeddings()
@@ -96,11 +97,15 @@ class LightGCN(nn.Module):
             positive_cumulative, negative_cumulative = cumulative[0], cumulative[1]
             prefixes = torch.as_tensor(nested, dtype=torch.long) - 1
             margins = (positive_cumulative - negative_cumulative).index_select(1, prefixes)
-            views = -F.logsigmoid(margins).sum(dim=1)
+            if nested_weights and len(nested_weights) != len(nested):
+                raise ValueError(f"{len(nested_weights)} nested weights for {len(nested)} nested prefixes")
+            weights = torch.as_tensor(nested_weights or (1.0,) * len(nested), dtype=products.dtype)
+            views = -F.logsigmoid(margins)
             if self_distillation > 0 and len(nested) > 1:
                 target = torch.sigmoid(margins[:, -1:].detach()).expand(-1, len(nested) - 1)
-                views = views + self_distillation * F.binary_cross_entropy_with_logits(
-                    margins[:, :-1], target, reduction="none").sum(dim=1)
+                views = views + F.pad(self_distillation * F.binary_cross_entropy_with_logits(
+                    margins[:, :-1], target, reduction="none"), (0, 1))
+            views = (views * weights).sum(dim=1) if nested_weights else views.sum(dim=1)
             if kept is not None:
                 device = (positive_cumulative.gather(1, (kept[0] - 1)[:, None])
                           - negative_cumulative.gather(1, (kept[1] - 1)[:, None]))
@@ -122,7 +127,7 @@ class LightGCN(nn.Module):
             if len(per_prefix) != len(nested):
                 raise ValueError(f"l2 has {len(per_prefix)} weights for {len(nested)} nested prefixes")
             covers = torch.arange(self.n_blocks)[None, :] < torch.as_tensor(nested)[:, None]
-            block_l2 = (per_prefix[:, None] * covers).sum(dim=0) / n_views
+            block_l2 = ((weights * per_prefix)[:, None] * covers).sum(dim=0) / n_views
             # e * e, not e.pow(2): its backward is about 1.5x faster on CPU
             block_norms = sum((e * e).view(len(e), self.n_blocks, self.block_dim).sum(dim=(0, 2)) for e in ego)
             loss = bpr + (block_l2 * block_norms).sum() / (2 * batch)

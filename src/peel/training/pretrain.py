@@ -174,7 +174,8 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
         kept = (batch[3], batch[4]) if len(batch) == 5 else None
         return model.loss(*batch[:3], l2=l2, lambda_div=config.lambda_div, nested=nested, kept=kept,
                           distillation=config.distillation if teacher is not None else 0.0,
-                          self_distillation=config.self_distillation)
+                          self_distillation=config.self_distillation,
+                          nested_weights=config.nested_weights(model_config.n_blocks))
 
     def validate() -> float:
         users, items = model.final_embeddings()
