@@ -414,3 +414,14 @@ def test_seed_repeats_pair_each_seed_and_test_the_per_user_mean_over_seeds(monke
     text = seeds.markdown({"dataset": "x", "rows": rows, "pairs": pairs})
     assert "| fitted | 5MB-eq | 2 | 0.50000 (200.0%) |" in text  # recall 0 and 1: spread 1 over the mean 0.5
     assert "2: -16.7% (" in text  # seed 2: recall 5/6 against 1
+
+
+def test_quantization_probe_rounds_each_item_block_on_its_own_scale() -> None:
+    rounded = _script("quantization_probe").rounded
+    items = np.array([[1.0, -0.4, 100.0, 3.0], [0.0, 0.0, 0.3, -0.2]], dtype=np.float32)  # 2 blocks of 2 dims
+    out = rounded(items, n_blocks=2, bits=4)  # 7 levels a side: a block's absmax is kept, the rest snapped
+    assert out[0, 0] == pytest.approx(1.0, rel=1e-3) and out[0, 1] == pytest.approx(-3 / 7, rel=1e-3)
+    assert out[0, 2] == pytest.approx(100.0, rel=1e-3) and out[0, 3] == pytest.approx(0.0, abs=1e-6)
+    assert (out[1, :2] == 0).all() and out[1, 2] == pytest.approx(0.3, rel=1e-3)
+    assert out[1, 3] == pytest.approx(-0.3 * 5 / 7, rel=1e-3)
+    assert np.abs(rounded(items, n_blocks=2, bits=16) - items).max() < 1e-2
