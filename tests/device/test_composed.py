@@ -135,3 +135,32 @@ def test_writer_refuses_missing_or_misshapen_tensors(tmp_path: Path) -> None:
         write_composed_bundle(tmp_path / "c", composition=composition, n_items=N_ITEMS,
                               tensors={**tensors, "qr_remainder": np.full((2, 6), np.nan, np.float32)})
     assert not any(tmp_path.iterdir())
+
+
+def test_codebook_training_composition_matches_the_straight_through_sum_in_value_and_gradient():
+    import torch
+
+    from peel.models.composed import CodebookTable
+
+    torch.manual_seed(0)
+    table = CodebookTable(40, Composition("codebooks", 6, codebooks=3, codewords=5)).train()
+    index = torch.tensor([0, 3, 3, 7, 39])
+    weight = torch.randn(len(index), 6)
+    (table(index) * weight).sum().backward()
+    grads = [p.grad.clone() for p in (table.encoder, table.codebooks)]
+    table.zero_grad()
+    # the reference: Σ_b (hard codeword + soft mixture - its detached value), step by step, nothing recomputed
+    residual, out = table.encoder[index], 0
+    for book in table.codebooks:
+        distance = ((residual[:, None, :] - book[None]) ** 2).sum(dim=2)
+        soft = torch.softmax(-distance, dim=1) @ book
+        chosen = book[distance.argmin(dim=1)] + soft - soft.detach()
+        out, residual = out + chosen, residual - chosen
+    (out * weight).sum().backward()
+    with torch.no_grad():
+        torch.testing.assert_close(table(index), out, rtol=1e-5, atol=1e-6)  # float32: a sum vs a difference
+        table.eval()
+        torch.testing.assert_close(table(index), out, rtol=1e-5, atol=1e-6)  # the device's exact Σ of codewords
+    for mine, reference in zip(grads, (table.encoder.grad, table.codebooks.grad), strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-6)
+    assert grads[1].abs().sum() > 0
