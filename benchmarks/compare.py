@@ -220,17 +220,20 @@ def tuned_peel(rows: list[dict[str, Any]]) -> str | None:
 def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget],
                 carried: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Per budget: PEEL (defaults), and PEEL tuned by hand if run, against the fitted model with the best
-    validation NDCG@50. A pair with a side carried from committed results (no per-user scores here) takes
-    the committed test of the same pair from ``carried``, or is left out if there is none."""
-    yardstick = {budget.label: max((r for r in rows if r["budget"] == budget.label and not r["elastic"]
-                                    and r["family"] != FULL_LIGHTGCN[0]), key=lambda r: r["valid_ndcg50"])
-                 for budget in budgets}
+    validation NDCG@50, and against the fitted LightGCN's best run when that is another method's (issue
+    10's yardstick is the LightGCN fitted to the budget). A pair with a side carried from committed results
+    (no per-user scores here) takes the committed test of the same pair from ``carried``, or is left out if
+    there is none."""
+    def yardsticks(label: str) -> list[dict[str, Any]]:
+        fitted = [r for r in rows if r["budget"] == label and not r["elastic"] and r["family"] != FULL_LIGHTGCN[0]]
+        lightgcn = [r for r in fitted if r["family"] == f"lightgcn-{label}"]
+        best = [max(group, key=lambda r: r["valid_ndcg50"]) for group in (fitted, lightgcn) if group]
+        return list({r["run"]: r for r in best}.values())
     out = []
     ran = {r["run"] for r in rows}
     for name in dict.fromkeys(n for n in ("peel-defaults", tuned_peel(rows)) if n in ran):
-        for budget in budgets:
+        for budget, best in ((b, y) for b in budgets for y in yardsticks(b.label)):
             peel = next(r for r in rows if r["run"] == name and r["budget"] == budget.label)
-            best = yardstick[budget.label]
             for metric in ("ndcg@50", "recall@50"):
                 pair = {"budget": budget.label, "a": peel["method"], "b": best["method"]}
                 if "per_user" in peel and "per_user" in best:

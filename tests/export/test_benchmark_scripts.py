@@ -142,6 +142,10 @@ def test_compare_pairs_peel_with_the_fitted_model_best_on_validation() -> None:
     tests = compare.paired_rows(rows + low + other, budgets)
     assert [t["a"] for t in tests] == ["PEEL (defaults)"] * 4 + ["PEEL (L2 1e-3)"] * 4
     assert tests[-2]["difference"] > 0  # shifted up by 0.3 against the yardstick's 0.1
+    # another method best on validation: PEEL is paired with it and with the fitted LightGCN's best run
+    rows = [*rows[:6], row("lightrec-5MB-eq", "LightRec fitted", 0.05, 0.2)]
+    tests = compare.paired_rows(rows, [Budget(100, "5MB-eq")])
+    assert [t["b"] for t in tests] == ["LightRec fitted"] * 2 + ["LightGCN fitted, L2 0.001"] * 2
 
 
 def test_compare_carries_committed_runs_and_their_paired_tests(tmp_path) -> None:
