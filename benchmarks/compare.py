@@ -329,6 +329,16 @@ def markdown(payload: dict[str, Any]) -> str:
         wins = [t["budget"] for t in ndcg if t["difference"] > 0 and t["p_value"] < 0.05]
         lines += ["", f"**Where {label} loses** (NDCG@50, significant at 5%): {', '.join(losses) or 'nowhere'}; "
                   f"where it wins: {', '.join(wins) or 'nowhere'}."]
+    best: dict[str, dict[str, Any]] = {}
+    for r in payload["rows"]:
+        if not r["elastic"] and r.get("family") != FULL_LIGHTGCN[0] and r.get("valid_ndcg50") is not None \
+                and r["valid_ndcg50"] > best.get(r["budget"], {}).get("valid_ndcg50", -1):
+            best[r["budget"]] = r
+    if untested := [f"{budget} ({r['method']})" for budget, r in best.items()
+                    if payload["paired"] and not any(t["budget"] == budget and t["b"] == r["method"]
+                                                     for t in payload["paired"])]:
+        lines += ["", "**Not paired** (the best fitted model on validation, whose run and PEEL's were not on one "
+                  f"machine for a `--carry`): {', '.join(untested)}."]
     if payload.get("not_run"):
         lines += ["", f"**Not run** (`--skip`, or with `--carry` not trained yet): {', '.join(payload['not_run'])}."]
     lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)"]
