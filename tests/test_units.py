@@ -9,9 +9,13 @@ from peel.errors import BudgetError, ConfigError
 from peel.units import (
     UnitLayout,
     block_scale,
+    dequantize_rows,
     effective_items,
+    quantize_rows,
     random_unit_order,
+    row_bytes,
     select,
+    stored_values,
     unit_order,
     user_query,
 )
@@ -141,3 +145,70 @@ def test_block_scale():
     np.testing.assert_allclose(block_scale(np.array([[1, 1], [0, 0]], dtype=bool), "sqrt"), [1.0, 0.0])
     with pytest.raises(ConfigError, match="eq10 scale"):
         block_scale(kept, "cube")
+
+
+# ---------------------------------------------------------------------- q8 units
+def _rows(seed: int) -> np.ndarray:
+    """Rows (items, blocks, 8) spanning four orders of magnitude, with a zero row and one exact zero value.
+    Their scales lie in float16's normal range (absmax >= 127 * 2^-14); smaller rows: the next test."""
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((60, 3, 8)) * 10.0 ** rng.uniform(-1, 3, (60, 3, 1))
+    rows[0, 0] = 0.0
+    rows[1, 1, 2] = 0.0
+    return rows.astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_q8_rounds_each_row_within_half_its_scale(seed):
+    rows = _rows(seed)
+    q, scale = quantize_rows(rows)
+    assert q.dtype == np.int8 and scale.dtype == np.float16 and q.shape == rows.shape and scale.shape == (60, 3)
+    assert np.abs(q).max() == 127 and (q >= -127).all()  # the symmetric range: -128 never occurs
+    wide = scale.astype(np.float32)
+    np.testing.assert_allclose(wide, np.abs(rows).max(axis=2) / 127, rtol=2**-11)  # float16's half step
+    back = dequantize_rows(q, scale)
+    assert back.dtype == np.float32
+    # round to nearest: at most half a step per value; float32's product q * scale adds a relative 2^-24
+    assert (np.abs(back - rows) <= wide[..., None] / 2 * (1 + 2**-20) + np.abs(rows) * 2**-23).all()
+    assert (back[0, 0] == 0).all() and back[1, 1, 2] == 0 and scale[0, 0] == 0
+
+
+def test_q8_rows_with_a_subnormal_scale_lose_relative_precision_only():
+    """absmax below 127 * 2^-14 (about 7.8e-3): the float16 scale is subnormal, a step of 2^-24 at most off."""
+    rows = _rows(3) * np.float32(1e-4)
+    q, scale = quantize_rows(rows)
+    wide = scale.astype(np.float32)[..., None]
+    assert (np.abs(dequantize_rows(q, scale) - rows) <= wide / 2 + 127 * 2.0**-25 + np.abs(rows) * 2**-23).all()
+
+
+def test_q8_is_idempotent_so_the_export_stores_what_the_server_scored():
+    """TrainedRun.blocks gives the q8-rounded values; export rounds them again: the same int8s and scales."""
+    rows = _rows(5)
+    q, scale = quantize_rows(rows)
+    q2, scale2 = quantize_rows(dequantize_rows(q, scale))
+    np.testing.assert_array_equal(q2, q)
+    np.testing.assert_array_equal(scale2, scale)
+    np.testing.assert_array_equal(stored_values(rows, "q8"), dequantize_rows(q, scale))
+    np.testing.assert_array_equal(stored_values(rows, "f32"), rows)
+
+
+def test_q8_refuses_a_value_past_float16_and_unknown_dtypes():
+    with pytest.raises(ConfigError, match="float16"):
+        quantize_rows(np.full((1, 8), 1e7, dtype=np.float32))
+    with pytest.raises(ConfigError, match="unit dtype"):
+        row_bytes(8, "q4")
+    with pytest.raises(ConfigError, match="unit dtype"):
+        UnitLayout(np.array([3]), 2, 8, "float16")
+
+
+def test_q8_accounting_charges_d_plus_2_bytes_a_row():
+    f32 = UnitLayout(np.array([10, 9]), n_blocks=3, block_dim=8)
+    q8 = UnitLayout(np.array([10, 9]), n_blocks=3, block_dim=8, unit_dtype="q8")
+    order = np.array([[0, 0], [1, 0], [0, 1]])
+    np.testing.assert_array_equal(f32.unit_bytes(order), [320, 288, 320])
+    np.testing.assert_array_equal(q8.unit_bytes(order), [100, 90, 100])
+    assert q8.user_vector_bytes == f32.user_vector_bytes == 96  # the user vector stays float32
+    assert q8.full_bytes() == 19 * 3 * 10 + 96 and f32.full_bytes() == 19 * 3 * 32 + 96
+    assert q8.minimum_bytes(order) == 190 + 96
+    # a budget keeps more units of the same order when they are q8
+    assert select(order, q8, 390).n_kept == 3 and select(order, f32, 800).n_kept == 2

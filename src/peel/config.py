@@ -17,7 +17,7 @@ from typing import Any
 
 from peel.device.composed import COMPOSITIONS, MAX_CODEWORDS, QR_OPS, Composition
 from peel.errors import ConfigError
-from peel.units import EQ10_READINGS, EQ10_SCALES
+from peel.units import EQ10_READINGS, EQ10_SCALES, UNIT_DTYPES
 
 
 @dataclass(frozen=True)
@@ -239,6 +239,9 @@ class DeviceConfig:
     blocks: str = "raw"
     user_vector: str = "finetuned"       # "finetuned" or "pretrained"
     block_selection: str = "weights"     # "weights" or "random" (ablation)
+    # How a bundle stores units, and so what a budget charges per unit: "f32" (d * 4 bytes a row) or "q8"
+    # (d int8 + a float16 scale, d + 2 bytes; peel.units.UNIT_DTYPES). Evaluation scores what the device stores.
+    unit_dtype: str = "f32"
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,7 @@ _CHOICES = {
     ("device", "blocks"): ("transformed", "raw", "pretrained"),
     ("device", "user_vector"): ("finetuned", "pretrained"),
     ("device", "block_selection"): ("weights", "random"),
+    ("device", "unit_dtype"): UNIT_DTYPES,
     ("rule", "estimator"): ("auto", "nfm", "mlp"),
     ("rule", "search_space"): ("auto", "subsets", "prefixes"),
 }

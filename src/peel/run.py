@@ -17,7 +17,16 @@ from peel.errors import PeelError
 from peel.run_layout import RunLayout
 from peel.training.finetune import GroupResult
 from peel.training.pretrain import load_pretrained
-from peel.units import Selection, UnitLayout, effective_items, random_unit_order, select, unit_order, user_query
+from peel.units import (
+    Selection,
+    UnitLayout,
+    effective_items,
+    random_unit_order,
+    select,
+    stored_values,
+    unit_order,
+    user_query,
+)
 
 
 @dataclass
@@ -57,7 +66,8 @@ class TrainedRun:
 
     @property
     def layout(self) -> UnitLayout:
-        return UnitLayout(np.bincount(self.item_group), self.config.model.n_blocks, self.config.model.block_dim)
+        m = self.config.model
+        return UnitLayout(np.bincount(self.item_group), m.n_blocks, m.block_dim, self.config.device.unit_dtype)
 
     def unit_order(self, group: int) -> np.ndarray:
         d = self.config.device
@@ -67,12 +77,14 @@ class TrainedRun:
         return unit_order(self.groups[group].importance_weights)
 
     def blocks(self, group: int) -> np.ndarray:
-        """(items, N, d) block vectors a device of this user group scores with."""
+        """(items, N, d) block vectors a device of this user group scores with: as its bundle stores them
+        (device.unit_dtype; rounding q8 again gives the same int8 values and scales, tests/test_units.py)."""
         choice = self.config.device.blocks
         result = self.groups[group]
         table = {"transformed": result.transformed_blocks, "raw": lambda: result.item_table,
                  "pretrained": lambda: self.pretrained_items}[choice]()
-        return np.ascontiguousarray(table, dtype=np.float32).reshape(len(table), self.config.model.n_blocks, -1)
+        blocks = np.ascontiguousarray(table, dtype=np.float32).reshape(len(table), self.config.model.n_blocks, -1)
+        return stored_values(blocks, self.config.device.unit_dtype)
 
     def user_vectors(self) -> np.ndarray:
         """(users, D) user vectors as exported to devices."""

@@ -22,14 +22,17 @@ def server_scores(made: Any, user: np.ndarray, budget: int, reading: str, scale:
     """Eq. 10 with peel.units (what the server evaluates), by stored position."""
     g_v, n_blocks = made.layout.item_group_sizes.size, made.blocks.shape[1]
     mask = select(made.order, made.layout, budget).kept_mask(g_v, n_blocks)
-    items = effective_items(made.blocks, made.item_group, mask, reading, scale)
+    items = effective_items(made.stored_blocks, made.item_group, mask, reading, scale)
     return (user_query(user[None], n_blocks, reading) @ items.T)[0][made.item_order]
 
 
+@pytest.mark.parametrize("unit_dtype", ["f32", "q8"])
 @pytest.mark.parametrize("scale", ["sqrt", "paper", "none"])
 @pytest.mark.parametrize("reading", ["masked", "fold"])
-def test_eq10_equals_peel_units_at_every_budget(make: Any, tmp_path: Path, reading: str, scale: str) -> None:
-    made = make(tmp_path / "b.peelb", n_items=41, g_v=4, n_blocks=5, d=3, seed=9, eq10=reading, eq10_scale=scale)
+def test_eq10_equals_peel_units_at_every_budget(make: Any, tmp_path: Path, reading: str, scale: str,
+                                                unit_dtype: str) -> None:
+    made = make(tmp_path / "b.peelb", n_items=41, g_v=4, n_blocks=5, d=3, seed=9, eq10=reading, eq10_scale=scale,
+                unit_dtype=unit_dtype)
     layout = made.layout
     user = np.random.default_rng(0).standard_normal(15).astype(np.float32)
     costs = np.cumsum(layout.unit_bytes(made.order)) + layout.user_vector_bytes
@@ -38,6 +41,22 @@ def test_eq10_equals_peel_units_at_every_budget(make: Any, tmp_path: Path, readi
         assert rec.eq10 == reading and rec.eq10_scale == scale
         np.testing.assert_allclose(rec.scores(), server_scores(made, user, int(budget), reading, scale), rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_q8_scores_do_not_depend_on_the_chunk(make: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int8 units are dequantized a chunk of rows at a time: any chunk gives the same scores (up to BLAS
+    summing another matrix shape in another order: the bound of :func:`rounding_bound`)."""
+    import peel.device.recommender as recommender
+
+    made = make(tmp_path / "b.peelb", n_items=41, g_v=4, n_blocks=5, d=3, seed=9, unit_dtype="q8")
+    user = np.random.default_rng(1).standard_normal(15).astype(np.float32)
+    whole = Bundle.open(made.path).for_user(user).scores()
+    for chunk in (1, 7, 16):  # below one item's kept blocks (one row a chunk), uneven, several rows
+        monkeypatch.setattr(recommender, "Q8_CHUNK", chunk)
+        rec = Bundle.open(made.path).for_user(user)
+        assert len(rec._work) == max(chunk, 15)
+        budget = int(made.layout.full_bytes())
+        np.testing.assert_allclose(rec.scores(), whole, rtol=0, atol=rounding_bound(made, user, budget))
 
 
 def test_recommend_is_the_top_k_of_the_scores_without_history(made: Any) -> None:
@@ -124,7 +143,8 @@ def test_shrink_does_not_copy_unit_data(made: Any) -> None:
     buffers = [m for m in bundle._matrices]
     rec.shrink(int(made.layout.minimum_bytes(made.order)))
     assert all(a is b for a, b in zip(bundle._matrices, buffers, strict=True))
-    assert np.shares_memory(bundle.unit(0), buffers[int(made.order[0, 0])])
+    if made.unit_dtype == "f32":  # a q8 unit comes back dequantized, a fresh array
+        assert np.shares_memory(bundle.unit(0), buffers[int(made.order[0, 0])])
 
 
 def test_budget_below_minimum_and_budget_forms(made: Any) -> None:
@@ -133,7 +153,8 @@ def test_budget_below_minimum_and_budget_forms(made: Any) -> None:
         Bundle.open(made.path, budget=minimum - 1)
     assert Bundle.open(made.path, budget=minimum).n_units_loaded == 3
     full = Bundle.open(made.path, budget="100%")  # of the full item table, n_items * D * 4
-    assert full.n_units_loaded == 11  # 100% cannot also hold the user vector
+    # 100% of the float32 table: f32 units cannot also hold the user vector; q8 units are 4 bytes a row, not 8
+    assert full.n_units_loaded == (11 if made.unit_dtype == "f32" else 12)
     assert Bundle.open(made.path, budget="1GB").n_units_loaded == 12
     with pytest.raises(BudgetError, match="cannot read budget"):
         Bundle.open(made.path, budget="lots")

@@ -68,16 +68,21 @@ def server_top(scorer, user: int, history: np.ndarray, k: int) -> tuple[np.ndarr
     return top.indices.numpy(), top.values.numpy(), scores.numpy()
 
 
-@pytest.mark.parametrize(("reading", "scale"), [("masked", "sqrt"), ("masked", "paper"), ("fold", "none")])
-def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, reading, scale, same_top_k) -> None:
+@pytest.mark.parametrize(("reading", "scale", "unit_dtype"),
+                         [("masked", "sqrt", "f32"), ("masked", "paper", "f32"), ("fold", "none", "f32"),
+                          ("masked", "sqrt", "q8")])
+def test_device_top50_equals_server_scoring(tiny_run, tiny_data, tmp_path, reading, scale, unit_dtype,
+                                            same_top_k) -> None:
     base = TrainedRun.load(tiny_run)
-    run = TrainedRun.load(tiny_run, device=dataclasses.replace(base.config.device, eq10=reading, eq10_scale=scale))
+    device = dataclasses.replace(base.config.device, eq10=reading, eq10_scale=scale, unit_dtype=unit_dtype)
+    run = TrainedRun.load(tiny_run, device=device)
     out = export_run(run, tmp_path / reading, data=tiny_data)
     users = Users.open(out / "users.peelb")
     sample = np.random.default_rng(0).choice(tiny_data.n_users, 24, replace=False)
     for budget in budget_grid(run):
         scorer = run.scorer(budget)
         bundles = {g: Bundle.open(out / f"group_{g}.peelb", budget=budget) for g in range(len(run.groups))}
+        assert {b.unit_dtype for b in bundles.values()} == {unit_dtype}
         for user in sample:
             record = users.user(tiny_data.user_ids[user])
             rec = bundles[record.user_group].for_user(record.vector, internal_history=record.history)

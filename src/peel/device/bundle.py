@@ -30,7 +30,7 @@ from peel.device.format import (
     readinto_exact,
 )
 from peel.errors import BudgetError, BundleError
-from peel.units import BYTES_PER_FLOAT, Selection, UnitLayout, select
+from peel.units import BYTES_PER_FLOAT, Selection, UnitLayout, dequantize_rows, select
 
 if TYPE_CHECKING:
     from peel.device.recommender import Recommender
@@ -128,14 +128,15 @@ class Bundle:
     """One user group's item bundle, loaded up to a budget. Open it with :meth:`Bundle.open`."""
 
     def __init__(self, *, path: Path, header: Header, item_order: np.ndarray, item_ids: RawIds,
-                 matrices: list[np.ndarray], slots: list[np.ndarray], n_loaded: int, budget: Budget,
+                 units: LoadedUnits, n_loaded: int, budget: Budget,
                  bytes_read: int, composed: dict[str, np.ndarray] | None = None) -> None:
         self.path = path
         self.header = header
         self.item_order = item_order          # internal item id at each stored position
         self.item_ids = item_ids              # raw item ids by stored position
-        self._matrices = matrices             # per item group: (|V_g|, L_g * d) loaded columns
-        self._slots = slots                   # per item group: block index of each loaded column group
+        self._matrices = units.matrices       # per item group: (|V_g|, L_g * d) loaded columns (int8 for q8)
+        self._scales = units.scales           # per item group (q8): (|V_g|, L_g) float16 scales
+        self._slots = units.slots             # per item group: block index of each loaded column group
         self.n_units_loaded = n_loaded
         self.budget = budget                  # the budget the bundle was opened at
         self.bytes_read = bytes_read          # bytes actually read from the file
@@ -147,7 +148,8 @@ class Bundle:
         self.metadata = header.metadata
         self.item_group_bounds = np.asarray(header.item_group_bounds, dtype=np.int64)
         self.unit_order = np.array([[u.item_group, u.block] for u in header.units], dtype=np.int64).reshape(-1, 2)
-        self.layout = UnitLayout(np.diff(self.item_group_bounds), self.n_blocks, self.block_dim)
+        self.unit_dtype = header.unit_dtype
+        self.layout = UnitLayout(np.diff(self.item_group_bounds), self.n_blocks, self.block_dim, self.unit_dtype)
         # a composed bundle (DLRM-CE, LightRec): its item tensors (codes unpacked), scored by peel.device.composed
         self.composition = header.composition
         self.composed = composed
@@ -182,7 +184,8 @@ class Bundle:
         if header.kind != "items":
             raise BundleError(f"{where}: this is a {header.kind} file, not an item bundle")
         check_file_size(header, size, where)
-        layout = UnitLayout(np.diff(header.item_group_bounds), header.dims["n_blocks"], header.dims["block_dim"])
+        layout = UnitLayout(np.diff(header.item_group_bounds), header.dims["n_blocks"], header.dims["block_dim"],
+                            header.unit_dtype)
         order = np.array([[u.item_group, u.block] for u in header.units], dtype=np.int64)
         parsed, n_keep = _open_budget(budget, header, order, layout)
         if header.composition is not None:
@@ -192,9 +195,9 @@ class Bundle:
         tensors = read_tensors(fh, header, size, where)
         item_order = _check_permutation(tensors["item_order"], header.dims["n_items"], where)
         ids = read_ids(tensors, "item", header.dims["n_items"], where)
-        matrices, slots = _read_units(fh, header, n_keep, where)
+        loaded = _read_units(fh, header, n_keep, where)
         read = header.data_start + header.tensors[-1].end + sum(u.nbytes for u in header.units[:n_keep])
-        return cls(path=path, header=header, item_order=item_order, item_ids=ids, matrices=matrices, slots=slots,
+        return cls(path=path, header=header, item_order=item_order, item_ids=ids, units=loaded,
                    n_loaded=n_keep, budget=parsed, bytes_read=read)
 
     @classmethod
@@ -213,7 +216,7 @@ class Bundle:
                 raise BundleError(f"{where}: a code is {int(codes.max())}, past the last of "
                                   f"{composition.codewords} codewords")
             composed["codes_unpacked"] = codes
-        return cls(path=path, header=header, item_order=item_order, item_ids=ids, matrices=[], slots=[],
+        return cls(path=path, header=header, item_order=item_order, item_ids=ids, units=LoadedUnits([], [], []),
                    n_loaded=0, budget=budget, bytes_read=header.file_bytes, composed=composed)
 
     # ------------------------------------------------------------------ inspection
@@ -241,22 +244,25 @@ class Bundle:
 
     @property
     def item_group_matrices(self) -> tuple[np.ndarray, ...]:
-        """Per item group, the loaded columns as a read-only (|V_g|, L_g * d) view, blocks in unit order."""
-        views = []
-        for m in self._matrices:
-            view = m.view()
-            view.flags.writeable = False
-            views.append(view)
-        return tuple(views)
+        """Per item group, the loaded columns as a read-only (|V_g|, L_g * d) view, blocks in unit order
+        (int8 in a q8 bundle: see :attr:`item_group_scales`)."""
+        return tuple(_read_only(m) for m in self._matrices)
+
+    @property
+    def item_group_scales(self) -> tuple[np.ndarray, ...]:
+        """A q8 bundle's float16 scales per item group as read-only (|V_g|, L_g) views; () for f32."""
+        return tuple(_read_only(s) for s in self._scales)
 
     def unit(self, i: int) -> np.ndarray:
-        """Loaded unit ``i`` (in unit order) as a (|V_g|, d) view: block n of group g's items, stored order."""
+        """Loaded unit ``i`` (in unit order) as (|V_g|, d) float32: block n of group g's items, stored order.
+        A view for f32 units, a fresh dequantized array for q8."""
         if not 0 <= i < self.n_units_loaded:
             raise IndexError(f"unit {i} is not loaded ({self.n_units_loaded} units loaded)")
         g, _ = self.unit_order[i]
         column = int(np.count_nonzero(self.unit_order[:i, 0] == g))
         d = self.block_dim
-        return self._matrices[g][:, column * d: (column + 1) * d]
+        values = self._matrices[g][:, column * d: (column + 1) * d]
+        return dequantize_rows(values, self._scales[g][:, column]) if self._scales else values
 
     def parse_budget(self, budget: BudgetLike) -> Budget:
         return _parse(budget, self.header)
@@ -302,6 +308,12 @@ class Bundle:
                 f"d={self.block_dim}, {self.n_units_loaded}/{self.n_units_stored} units loaded, {self.budget})")
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def _parse(budget: BudgetLike, header: Header) -> Budget:
     dims = header.dims
     dataset = header.metadata.get("dataset")
@@ -335,39 +347,56 @@ def _check_permutation(item_order: np.ndarray, n: int, where: str) -> np.ndarray
     return item_order
 
 
-def unit_buffer(n_floats: int) -> np.ndarray:
-    """A float32 buffer in its own anonymous mapping, so closing a bundle returns its memory to the OS.
+def unit_buffer(n: int, dtype: Any = np.float32) -> np.ndarray:
+    """A buffer of ``n`` values in its own anonymous mapping, so closing a bundle returns its memory to the OS.
 
     A malloc'd buffer of this size can stay in the allocator's heap after it is freed (glibc raises its
     mmap threshold after the first large free): a device that reopens at a smaller budget would not
     get the memory back.
     """
-    if n_floats == 0:
-        return np.empty(0, dtype=np.float32)
-    return np.frombuffer(mmap.mmap(-1, n_floats * BYTES_PER_FLOAT), dtype=np.float32)
+    dtype = np.dtype(dtype)
+    if n == 0:
+        return np.empty(0, dtype=dtype)
+    return np.frombuffer(mmap.mmap(-1, n * dtype.itemsize), dtype=dtype)
 
 
-def _read_units(fh: BinaryIO, header: Header, n_keep: int, where: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Read units 0..n_keep-1 sequentially into one buffer laid out per item group (checksums verified)."""
+@dataclass
+class LoadedUnits:
+    """Units read from a bundle, laid out per item group: ``matrices[g]`` (|V_g|, L_g * d) holds group g's
+    loaded blocks as columns in unit order (float32, or int8 for q8), ``scales[g]`` (|V_g|, L_g) the float16
+    scale of every (item, loaded block) of a q8 bundle (empty for f32), ``slots[g]`` the block index of each."""
+
+    matrices: list[np.ndarray]
+    scales: list[np.ndarray]
+    slots: list[np.ndarray]
+
+
+def _read_units(fh: BinaryIO, header: Header, n_keep: int, where: str) -> LoadedUnits:
+    """Read units 0..n_keep-1 sequentially into buffers laid out per item group (checksums verified)."""
     d, g_v = header.dims["block_dim"], header.dims["n_item_groups"]
+    q8 = header.unit_dtype == "q8"
     sizes = np.diff(header.item_group_bounds)
     units = header.units[:n_keep]
     slots = [[] for _ in range(g_v)]
     for u in units:
         slots[u.item_group].append(u.block)
     counts = np.array([len(s) for s in slots], dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes * counts * d)])
-    buffer = unit_buffer(int(starts[-1]))
-    matrices = [buffer[starts[g]: starts[g + 1]].reshape(sizes[g], counts[g] * d) for g in range(g_v)]
-    staging = np.empty(max((u.nbytes for u in units), default=0) // 4, dtype=DTYPES["F32"])
+    starts = np.concatenate([[0], np.cumsum(sizes * counts)])  # in (item, block) rows
+    values = unit_buffer(int(starts[-1]) * d, np.int8 if q8 else np.float32)
+    matrices = [values[starts[g] * d: starts[g + 1] * d].reshape(sizes[g], counts[g] * d) for g in range(g_v)]
+    scales = []
+    if q8:
+        scale_buffer = unit_buffer(int(starts[-1]), np.float16)
+        scales = [scale_buffer[starts[g]: starts[g + 1]].reshape(sizes[g], counts[g]) for g in range(g_v)]
+    staging = np.empty(max((u.nbytes for u in units), default=0), dtype=np.uint8)
     filled = np.zeros(g_v, dtype=np.int64)
     if units:
         fh.seek(header.data_start + units[0].begin)
     for i, u in enumerate(units):
         g, v = u.item_group, sizes[u.item_group]
-        block = staging[: v * d]
-        if block.size:
-            view = memoryview(block).cast("B")
+        payload = staging[: u.nbytes]
+        if payload.size:
+            view = memoryview(payload)
             readinto_exact(fh, view, where, f"unit {i}")
             if zlib.crc32(view) != u.crc32:
                 raise BundleError(f"{where}: checksum mismatch in unit {i} (item group {g}, block {u.block}): "
@@ -375,7 +404,11 @@ def _read_units(fh: BinaryIO, header: Header, n_keep: int, where: str) -> tuple[
         elif u.crc32 != 0:
             raise BundleError(f"{where}: checksum mismatch in unit {i} (an empty unit has crc32 0)")
         column = filled[g]
-        matrices[g][:, column * d: (column + 1) * d] = block.reshape(v, d)
+        if q8:
+            matrices[g][:, column * d: (column + 1) * d] = payload[: v * d].view(np.int8).reshape(v, d)
+            scales[g][:, column] = payload[v * d:].view("<f2")
+        else:
+            matrices[g][:, column * d: (column + 1) * d] = payload.view(DTYPES["F32"]).reshape(v, d)
         filled[g] += 1
-    return matrices, [np.asarray(s, dtype=np.int64) for s in slots]
+    return LoadedUnits(matrices, scales, [np.asarray(s, dtype=np.int64) for s in slots])
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from peel.device.composed import Composition
 from peel.errors import BundleError
-from peel.units import EQ10_READINGS, EQ10_SCALES
+from peel.units import EQ10_READINGS, EQ10_SCALES, UNIT_DTYPES, row_bytes
 
 FORMAT = "peel-bundle"
 VERSION = 1
@@ -42,8 +42,9 @@ _TOP_KEYS = {
               "metadata"},
     "users": {"header_crc32", "format", "version", "kind", "dims", "tensors", "metadata"},
 }
-# absent eq10_scale = "paper" (first v1 files); composition only in a composed item bundle (DLRM-CE, LightRec)
-_OPTIONAL_KEYS = {"items": {"eq10_scale", "composition"}, "users": set()}
+# absent eq10_scale = "paper" (first v1 files); composition only in a composed item bundle (DLRM-CE, LightRec);
+# absent unit_dtype = "f32"
+_OPTIONAL_KEYS = {"items": {"eq10_scale", "composition", "unit_dtype"}, "users": set()}
 _TENSOR_KEYS = {"name", "dtype", "shape", "data_offsets", "crc32"}
 _UNIT_KEYS = {"item_group", "block", "data_offsets", "crc32"}
 
@@ -66,7 +67,8 @@ class TensorEntry:
 
 @dataclass(frozen=True)
 class UnitEntry:
-    """Block ``block`` of every item of item group ``item_group``: a |V_g| x d float32 payload."""
+    """Block ``block`` of every item of item group ``item_group``: a |V_g| x d float32 payload, or (q8) |V_g| x d
+    int8 values followed by |V_g| float16 scales."""
 
     item_group: int
     block: int
@@ -93,6 +95,7 @@ class Header:
     metadata: dict[str, Any] = field(default_factory=dict)
     data_start: int = 0
     composition: Composition | None = None  # item vectors composed from tensors (then no units)
+    unit_dtype: str = "f32"                 # how units store values (peel.units.UNIT_DTYPES)
 
     @property
     def data_bytes(self) -> int:
@@ -212,12 +215,17 @@ def validate_header(obj: dict[str, Any], where: str, *, data_start: int) -> Head
         scale = obj.get("eq10_scale", "paper")
         if scale not in EQ10_SCALES:
             raise BundleError(f"{where}: eq10_scale must be one of {EQ10_SCALES}, got {scale!r}")
+        unit_dtype = obj.get("unit_dtype", "f32")
+        if unit_dtype not in UNIT_DTYPES or (composition and unit_dtype != "f32"):
+            raise BundleError(f"{where}: unit_dtype must be one of {UNIT_DTYPES} (f32 in a composed bundle), "
+                              f"got {unit_dtype!r}")
         bounds = _bounds(obj["item_group_bounds"], dims, where)
         most = 0 if composition else dims["n_item_groups"] * dims["n_blocks"]
         units = tuple(_unit(u, where, i) for i, u in enumerate(_list(obj["units"], where, "units", most=most)))
         if composition is None:
-            _check_units(units, bounds, dims, where)
-        header = Header(kind, dims, tensors, units, obj["eq10"], scale, bounds, metadata, data_start, composition)
+            _check_units(units, bounds, dims, where, unit_dtype)
+        header = Header(kind, dims, tensors, units, obj["eq10"], scale, bounds, metadata, data_start, composition,
+                        unit_dtype)
     _check_offsets(header, where)
     return header
 
@@ -357,8 +365,10 @@ def _unit(value: Any, where: str, i: int) -> UnitEntry:
     return UnitEntry(group, block, begin, end, _int(value["crc32"], where, f"{what}.crc32", hi=2**32))
 
 
-def _check_units(units: tuple[UnitEntry, ...], bounds: tuple[int, ...], dims: dict[str, int], where: str) -> None:
+def _check_units(units: tuple[UnitEntry, ...], bounds: tuple[int, ...], dims: dict[str, int], where: str,
+                 unit_dtype: str) -> None:
     g_v, n_blocks, d = dims["n_item_groups"], dims["n_blocks"], dims["block_dim"]
+    per_item = row_bytes(d, unit_dtype)
     if not g_v <= len(units) <= g_v * n_blocks:
         raise BundleError(f"{where}: a bundle holds between {g_v} (one block per item group) and {g_v * n_blocks} "
                           f"units, got {len(units)}")
@@ -370,9 +380,10 @@ def _check_units(units: tuple[UnitEntry, ...], bounds: tuple[int, ...], dims: di
         if (u.item_group, u.block) in seen:
             raise BundleError(f"{where}: units[{i}] repeats (item group {u.item_group}, block {u.block})")
         seen.add((u.item_group, u.block))
-        size = (bounds[u.item_group + 1] - bounds[u.item_group]) * d * 4
+        size = (bounds[u.item_group + 1] - bounds[u.item_group]) * per_item
         if u.nbytes != size:
-            raise BundleError(f"{where}: units[{i}] spans {u.nbytes:,} bytes, a |V_g| x d float32 block is {size:,}")
+            raise BundleError(f"{where}: units[{i}] spans {u.nbytes:,} bytes, a {unit_dtype} unit of "
+                              f"{bounds[u.item_group + 1] - bounds[u.item_group]:,} items x {d} dims is {size:,}")
     if len({u.item_group for u in units[:g_v]}) != g_v:
         raise BundleError(f"{where}: the first {g_v} units must hold one block of every item group")
 

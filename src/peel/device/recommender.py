@@ -13,12 +13,15 @@ from peel.units import EQ10_READINGS, EQ10_SCALES, count_scale
 if TYPE_CHECKING:
     from peel.device.bundle import BudgetLike, Bundle
 
+Q8_CHUNK = 2**16  # float32 values of a q8 bundle dequantized at a time (256 KB of working memory)
+
 
 class Recommender:
     """Top-K for one user under a budget. Made by :meth:`Bundle.for_user`.
 
     Working memory: the bundle's loaded units (shared, never copied), one float32 score array over
-    items and a few D-sized query vectors. ``shrink`` only changes the active prefix length.
+    items, a few D-sized query vectors and, for a q8 bundle, one buffer of Q8_CHUNK floats the int8
+    units are dequantized into a chunk at a time. ``shrink`` only changes the active prefix length.
 
     Promise: after ``shrink(B)`` the scores equal those of ``Bundle.open(path, budget=B)`` up to float32
     rounding (each within 2·γ_D·Σ|terms| of the other, γ_n = n·2⁻²⁴/(1 − n·2⁻²⁴): at most 1.5e-5 of
@@ -43,6 +46,8 @@ class Recommender:
         self._slices = vector.reshape(bundle.n_blocks, bundle.block_dim)  # u^(n), methods.md §11
         self._folded = self._slices.sum(axis=0)    # 'fold': the user vector summed to d dims
         self._scores = np.empty(bundle.n_items, dtype=np.float32)
+        # q8: the working buffer units are dequantized into, a chunk at a time (one item's kept blocks at least)
+        self._work = np.empty(max(Q8_CHUNK, bundle.embedding_dim) if bundle._scales else 0, dtype=np.float32)
         self._bounds = bundle.item_group_bounds.tolist()
         self._set_prefix(bundle.n_units_loaded, bundle.budget)
 
@@ -116,12 +121,30 @@ class Recommender:
             self._scores[:] = self.bundle.composed_scores(self.user_vector)
             return self._scores
         out, d = self._scores, self.bundle.block_dim
-        matrices = self.bundle._matrices
+        matrices, scales = self.bundle._matrices, self.bundle._scales
         for g, q in enumerate(self._queries):
             lo, hi = self._bounds[g], self._bounds[g + 1]
-            if hi > lo:  # one matrix-vector product over the group's active columns (a view, no copy)
+            if hi == lo:
+                continue
+            if not scales:  # one matrix-vector product over the group's active columns (a view, no copy)
                 np.matmul(matrices[g][:, : int(self._kept[g]) * d], q, out=out[lo:hi])
+            else:
+                self._q8_scores(matrices[g], scales[g], int(self._kept[g]), q, out[lo:hi])
         return out
+
+    def _q8_scores(self, values: np.ndarray, scales: np.ndarray, kept: int, query: np.ndarray,
+                   out: np.ndarray) -> None:
+        """One item group's scores from int8 blocks: dequantize Q8_CHUNK values at a time into one working
+        buffer (int8 times the float16 scale, the float32 values the server evaluates), then a matrix-vector
+        product; the int8 table is never widened whole."""
+        d = self.bundle.block_dim
+        rows = max(1, Q8_CHUNK // (kept * d))
+        for start in range(0, len(values), rows):
+            stop = min(start + rows, len(values))
+            chunk = self._work[: (stop - start) * kept * d].reshape(stop - start, kept, d)
+            np.multiply(values[start:stop, : kept * d].reshape(stop - start, kept, d),
+                        scales[start:stop, :kept, None], out=chunk, dtype=np.float32)
+            np.matmul(chunk.reshape(stop - start, kept * d), query, out=out[start:stop])
 
     def recommend(self, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
         """Original ids and scores of the top ``k`` items, best first, excluding the history.

@@ -28,7 +28,8 @@ from peel.device.format import (
     decode_header,
     validate_header,
 )
-from peel.errors import BundleError
+from peel.errors import BundleError, ConfigError
+from peel.units import UNIT_DTYPES, quantize_rows
 
 
 def id_tensors(prefix: str, ids: Any, n: int) -> list[tuple[str, np.ndarray]]:
@@ -68,15 +69,18 @@ def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
 
 def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group: Any, unit_order: Any,
                        item_ids: Any = None, eq10: str = "masked", eq10_scale: str = "sqrt",
-                       n_item_groups: int | None = None,
+                       n_item_groups: int | None = None, unit_dtype: str = "f32",
                        metadata: dict[str, Any] | None = None) -> int:
     """Write an item bundle; returns its size in bytes.
 
     ``blocks``: (items, N, d) block vectors by internal item id; ``item_group``: item group of every
     item; ``unit_order``: (units, 2) rows (item group, block), the whole order or a prefix of it whose
-    first G_v rows name every item group once; ``item_ids``: raw ids by internal id (default 0..n-1).
+    first G_v rows name every item group once; ``item_ids``: raw ids by internal id (default 0..n-1);
+    ``unit_dtype``: "f32", or "q8" (each item's block as int8 times a float16 scale, peel.units.quantize_rows).
     Items are stored contiguous per item group, by internal id within a group.
     """
+    if unit_dtype not in UNIT_DTYPES:
+        raise BundleError(f"unit_dtype must be one of {UNIT_DTYPES}, got {unit_dtype!r}")
     blocks = _finite_f32(blocks, "blocks", 3)
     n_items, n_blocks, block_dim = blocks.shape
     if min(blocks.shape) == 0:
@@ -96,16 +100,29 @@ def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group:
         raise BundleError(f"unit_order rows must be (item group < {g_v}, block < {n_blocks})")
     item_order = np.argsort(item_group, kind="stable").astype(np.int64)
     bounds = np.concatenate([[0], np.cumsum(np.bincount(item_group, minlength=g_v))]).astype(np.int64)
-    units = [(g, n, blocks[item_order[bounds[g]: bounds[g + 1]], n, :]) for g, n in order.tolist()]
+    units = [(g, n, _unit_payload(blocks[item_order[bounds[g]: bounds[g + 1]], n, :], unit_dtype))
+             for g, n in order.tolist()]
     ids = np.arange(n_items) if item_ids is None else np.asarray(item_ids)
     if ids.shape != (n_items,):
         raise BundleError(f"item ids must have shape ({n_items},), got {ids.shape}")
     tensors = [("item_order", item_order), *id_tensors("item", ids[item_order], n_items)]
     dims = {"n_items": n_items, "n_item_groups": g_v, "n_blocks": n_blocks, "block_dim": block_dim,
             "embedding_dim": n_blocks * block_dim}
-    extra = {"eq10": eq10, "eq10_scale": eq10_scale, "item_group_bounds": bounds.tolist()}
+    extra = {"eq10": eq10, "eq10_scale": eq10_scale, "item_group_bounds": bounds.tolist(),
+             **({"unit_dtype": unit_dtype} if unit_dtype != "f32" else {})}
     return write_container(path, kind="items", dims=dims, tensors=tensors, units=units, extra=extra,
                            metadata=_metadata(metadata))
+
+
+def _unit_payload(values: np.ndarray, unit_dtype: str) -> np.ndarray:
+    """A unit's bytes: |V_g| x d little-endian float32, or (q8) |V_g| x d int8 then |V_g| float16 scales."""
+    if unit_dtype == "f32":
+        return _little_endian(np.asarray(values, dtype="<f4")).view(np.uint8).reshape(-1)
+    try:
+        q, scale = quantize_rows(values)
+    except ConfigError as exc:
+        raise BundleError(str(exc)) from None
+    return np.concatenate([q.view(np.uint8).reshape(-1), _little_endian(scale).view(np.uint8).reshape(-1)])
 
 
 def write_composed_bundle(path: str | os.PathLike[str], *, composition: Composition, tensors: dict[str, Any],
@@ -186,8 +203,7 @@ def write_container(path: str | os.PathLike[str], *, kind: str, dims: dict[str, 
                                "data_offsets": [position, position + arr.nbytes], "crc32": _crc(arr)})
         position += arr.nbytes
         payloads.append(arr)
-    for group, block, arr in units:
-        arr = _little_endian(np.asarray(arr, dtype="<f4"))
+    for group, block, arr in units:  # each unit's payload as bytes (_unit_payload)
         unit_entries.append({"item_group": int(group), "block": int(block),
                              "data_offsets": [position, position + arr.nbytes], "crc32": _crc(arr)})
         position += arr.nbytes

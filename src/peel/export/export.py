@@ -47,7 +47,8 @@ def export_peel(run: TrainedRun, out_dir: str | os.PathLike[str], *, data: Inter
             metadata=_metadata(run, data, None))
         d, m = run.config.device, run.config.model
         write_json_atomic(tmp / INDEX_NAME, _index(
-            run.path, data, device={"eq10": d.eq10, "eq10_scale": d.eq10_scale, "blocks": d.blocks},
+            run.path, data, device={"eq10": d.eq10, "eq10_scale": d.eq10_scale, "blocks": d.blocks,
+                                    "unit_dtype": d.unit_dtype},
             n_user_groups=n_groups, n_item_groups=len(run.layout.item_group_sizes), n_blocks=m.n_blocks,
             block_dim=m.block_dim, budget=max_budget, entries=entries, users_bytes=users_bytes, history=history))
     return out
@@ -86,7 +87,7 @@ def _write_group(run: TrainedRun, data: Interactions, group: int, out: Path, bud
     stored = order if budget is None else order[: select(order, layout, budget.bytes).n_kept]
     size = write_items_bundle(out / group_file(group), blocks=run.blocks(group), item_group=run.item_group,
                               unit_order=stored, item_ids=data.item_ids, eq10=run.config.device.eq10,
-                              eq10_scale=run.config.device.eq10_scale,
+                              eq10_scale=run.config.device.eq10_scale, unit_dtype=run.config.device.unit_dtype,
                               n_item_groups=len(layout.item_group_sizes), metadata=_metadata(run, data, group))
     units = int(layout.unit_bytes(stored).sum())
     return {"user_group": group, "file": group_file(group), "users": int(len(run.groups[group].users)),

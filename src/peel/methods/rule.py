@@ -25,7 +25,7 @@ from peel.evaluation import Scorer
 from peel.methods.peel import with_device_overrides
 from peel.methods.protocol import Method, TrainedModel
 from peel.run_layout import RunLayout
-from peel.units import UnitLayout, select
+from peel.units import UnitLayout, select, stored_values
 
 log = logging.getLogger("peel")
 
@@ -76,12 +76,13 @@ class RuleModel(TrainedModel):
             self.item_group = z["item_group"]
         m = config.model
         self.units = UnitLayout(np.bincount(self.item_group, minlength=config.grouping.item_groups), m.n_blocks,
-                                m.block_dim)
+                                m.block_dim, config.device.unit_dtype)
         self.reading = config.device.eq10
         n_features = features(np.zeros((1, config.grouping.item_groups, m.n_blocks), dtype=bool)).shape[1]
         self.space, estimators = load_estimators(layout.rule_estimator, n_features)
         self.estimator = estimators[self.reading]
-        self.scoring = Scoring(self.items.reshape(len(self.items), m.n_blocks, m.block_dim).astype(np.float32),
+        self.scoring = Scoring(stored_values(self.items.reshape(len(self.items), m.n_blocks, m.block_dim),
+                                             config.device.unit_dtype),
                                self.users.astype(np.float32), self.item_group, config.device.eq10_scale)
         self._data: Interactions | None = None
 

@@ -36,7 +36,7 @@ from peel.errors import BudgetError, PeelError
 from peel.evaluation import evaluate
 from peel.evaluation.evaluator import evaluation_users
 from peel.run_layout import RunLayout
-from peel.units import BYTES_PER_FLOAT, EQ10_READINGS, UnitLayout, effective_items, user_query
+from peel.units import EQ10_READINGS, UnitLayout, effective_items, stored_values, user_query
 
 log = logging.getLogger("peel")
 
@@ -50,12 +50,12 @@ MUTATION_ATTEMPTS = 100
 def structure_bytes(structure: np.ndarray, layout: UnitLayout) -> int:
     """Bytes a device holds for ``structure``: the kept blocks of every item + the user vector."""
     blocks = int(structure.sum(axis=1) @ np.asarray(layout.item_group_sizes, dtype=np.int64))
-    return blocks * layout.block_dim * BYTES_PER_FLOAT + layout.user_vector_bytes
+    return blocks * layout.row_bytes + layout.user_vector_bytes
 
 
 def minimum_bytes(layout: UnitLayout) -> int:
     """One block per item group + the user vector: the smallest structure."""
-    return int(np.sum(layout.item_group_sizes)) * layout.block_dim * BYTES_PER_FLOAT + layout.user_vector_bytes
+    return int(np.sum(layout.item_group_sizes)) * layout.row_bytes + layout.user_vector_bytes
 
 
 def check_budget(layout: UnitLayout, budget_bytes: int) -> None:
@@ -66,7 +66,7 @@ def check_budget(layout: UnitLayout, budget_bytes: int) -> None:
 
 
 def _unit_costs(layout: UnitLayout) -> np.ndarray:
-    return np.asarray(layout.item_group_sizes, dtype=np.int64) * layout.block_dim * BYTES_PER_FLOAT
+    return np.asarray(layout.item_group_sizes, dtype=np.int64) * layout.row_bytes
 
 
 def _fill(structure: np.ndarray, layout: UnitLayout, budget_bytes: int, rng: np.random.Generator,
@@ -512,8 +512,9 @@ def _labels_and_estimators(data: Interactions, layout: RunLayout, *, resume: boo
     with np.load(layout.grouping, allow_pickle=False) as z:
         item_group = z["item_group"]
     m = config.model
-    units = UnitLayout(np.bincount(item_group, minlength=config.grouping.item_groups), m.n_blocks, m.block_dim)
-    scoring = Scoring(items.reshape(len(items), m.n_blocks, m.block_dim).astype(np.float32),
+    units = UnitLayout(np.bincount(item_group, minlength=config.grouping.item_groups), m.n_blocks, m.block_dim,
+                       config.device.unit_dtype)
+    scoring = Scoring(stored_values(items.reshape(len(items), m.n_blocks, m.block_dim), config.device.unit_dtype),
                       users.astype(np.float32), item_group, config.device.eq10_scale)
     timings: dict[str, float] = {}
     if not layout.rule_labels.exists():
