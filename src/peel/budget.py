@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from peel.errors import BudgetError
+from peel.units import row_bytes
 
 BYTES_PER_FLOAT = 4
 
@@ -152,7 +153,8 @@ def full_table_bytes(n_items: int, dim: int) -> int:
     return n_items * dim * BYTES_PER_FLOAT
 
 
-def device_bytes(n_items: int, dim: int) -> int:
+def device_bytes(n_items: int, dim: int, unit_dtype: str = "f32") -> int:
     """Bytes a device holds to rank all items for one user with a fixed-size model of ``dim`` dims: the
-    item table + the user's vector, fp32 (methods.md, Baselines)."""
-    return (n_items + 1) * dim * BYTES_PER_FLOAT
+    item table + the user's vector, fp32 (methods.md, Baselines); with ``unit_dtype`` "q8" the table is
+    stored as a bundle's q8 unit of d = ``dim`` (``dim`` int8 + a float16 scale per item)."""
+    return n_items * row_bytes(dim, unit_dtype) + dim * BYTES_PER_FLOAT

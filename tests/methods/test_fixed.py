@@ -27,6 +27,50 @@ def test_fitted_dimension_by_hand():
         fitted_size(10, Budget(43))
 
 
+def test_q8_fitted_dimension_by_hand():
+    # q8: 10 items of k int8 + a float16 scale each, + the user's float32 vector: 14 bytes a dim + 20
+    q8 = PeelConfig().with_overrides(["device.unit_dtype=q8"])
+    assert device_bytes(10, 8, "q8") == 10 * (8 + 2) + 8 * 4 == 132
+    assert fitted_size(10, Budget(200), q8) == 12      # 188 <= 200 < 202
+    assert fitted_size(10, Budget(202), q8) == 13
+    assert fitted_size(10, Budget(200)) == 4           # float32: 176 <= 200 < 220
+    with pytest.raises(BudgetError, match="smallest .* 34 bytes"):
+        fitted_size(10, Budget(33), q8)
+
+
+def test_q8_fitted_pmf_is_scored_charged_and_exported_as_stored(small_data, tmp_path, same_top_k):
+    from peel.device import Bundle
+    from peel.device.users import Users
+    from peel.methods import export_run
+    from peel.units import stored_values
+
+    q8 = CONFIG.with_overrides(["device.unit_dtype=q8", "pretrain.max_epochs=3"])
+    budget = Budget(device_bytes(small_data.n_items, 8) + 100, label="tiny")
+    out = tmp_path / "run"
+    METHODS["pmf"].fit(small_data, out, q8, budget=budget, progress=False)
+    info = json.loads((out / "method.json").read_text())
+    assert info["dim"] == fitted_size(small_data.n_items, budget, q8, "pmf") > 3 * 8  # ~3x the float32 dims
+    assert info["device_bytes"] == device_bytes(small_data.n_items, info["dim"], "q8") <= budget.bytes
+    model = load_run(out)
+    user_vectors, item_vectors = load_pretrained(out / "pretrain" / "embeddings.npz")
+    stored = stored_values(item_vectors[:, None, :], "q8")[:, 0, :]
+    assert not np.array_equal(stored, item_vectors)
+    scores = model.scorer(budget)(np.arange(5))
+    np.testing.assert_allclose(np.asarray(scores), user_vectors[:5] @ stored.T, rtol=1e-5, atol=1e-6)
+    export = export_run(out, tmp_path / "export", data=small_data)
+    index = json.loads((export / "index.json").read_text())
+    assert index["unit_dtype"] == "q8" and index["groups"][0]["charged_bytes_stored"] == info["device_bytes"]
+    bundle = Bundle.open(export / "group_0.peelb", budget=budget)
+    record = Users.open(export / "users.peelb").user(small_data.user_ids[0])
+    ids, top = bundle.for_user(record.vector, internal_history=record.history).recommend(k=20)
+    full = stored @ user_vectors[0]
+    full[record.history] = -np.inf
+    same_top_k(bundle.item_order[bundle.positions_of(ids)], top, full, 1e-5 + 1e-5 * np.abs(top).max())
+    with pytest.raises(PeelError, match="only those with one item table .* store it quantized"):
+        METHODS["dlrm-ce"].fit(small_data, tmp_path / "qr", q8, budget=budget, progress=False)
+    assert not (tmp_path / "qr").exists()
+
+
 def test_dlrm_ce_fitted_dimension_by_hand():
     # 10 items, m = 2: Q holds 5 rows and R 2, + the user's vector: 8 rows of k floats, 32 bytes per dimension
     config = PeelConfig().with_overrides(["model.qr_buckets=2"])

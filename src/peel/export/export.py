@@ -27,7 +27,7 @@ from peel.device.writer import write_composed_bundle, write_items_bundle, write_
 from peel.errors import PeelError
 from peel.run import TrainedRun
 from peel.run_layout import RunLayout
-from peel.units import select
+from peel.units import row_bytes, select
 
 
 def export_peel(run: TrainedRun, out_dir: str | os.PathLike[str], *, data: Interactions,
@@ -114,14 +114,15 @@ def _index(run_path: Path, data: Interactions, *, device: dict[str, str], n_user
 def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, out_dir: str | os.PathLike[str], *,
                  data: Interactions, method: str, history: bool = True, overwrite: bool = False,
                  composition: Composition | None = None, item_tensors: dict[str, np.ndarray] | None = None,
-                 item_dims: np.ndarray | None = None, block_dim: int = 0) -> Path:
+                 item_dims: np.ndarray | None = None, block_dim: int = 0, unit_dtype: str = "f32") -> Path:
     """A fitted model's export (``peel train --method``): one bundle, every user in user group 0.
 
     A full table: G_v = N = 1, d = k, charged (|V| + 1) * k * 4. With a ``composition`` (DLRM-CE,
     LightRec) the bundle holds ``item_tensors`` instead of the item vectors, and charges them. With
     ``item_dims`` (ESAPN, AutoEmb) the items of one dim form an item group holding that many dims as
     blocks of ``block_dim``, scored by Eq. 10's masked dot product with no normalizer, and every kept float
-    is charged, + the user's vector."""
+    is charged, + the user's vector. A full table with ``unit_dtype`` "q8" is stored and charged as one q8
+    unit (k int8 + a float16 scale per item)."""
     users, items = user_vectors, item_vectors  # short names for the lines below
     if (len(users), len(items)) != (data.n_users, data.n_items):
         raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run {run} "
@@ -130,7 +131,7 @@ def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, 
             "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(), "user_group": 0}
     dim = items.shape[1]
     shape = {"n_item_groups": 1, "n_blocks": 1, "block_dim": dim}
-    device = {"eq10": "masked", "eq10_scale": "sqrt", "blocks": "raw"}
+    device = {"eq10": "masked", "eq10_scale": "sqrt", "blocks": "raw", "unit_dtype": unit_dtype}
     out = Path(out_dir)
     with atomic_directory(out, overwrite=overwrite, inputs=_inputs(run)) as tmp:
         path = tmp / group_file(0)
@@ -154,8 +155,9 @@ def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, 
         else:
             size = write_items_bundle(path, blocks=items.reshape(len(items), 1, dim),
                                       item_group=np.zeros(len(items), dtype=np.int64), unit_order=[[0, 0]],
-                                      item_ids=data.item_ids, metadata=meta)
-            unit, charged, n_units = len(items) * dim * BYTES_PER_FLOAT, device_bytes(len(items), dim), 1
+                                      item_ids=data.item_ids, unit_dtype=unit_dtype, metadata=meta)
+            unit, n_units = len(items) * row_bytes(dim, unit_dtype), 1
+            charged = device_bytes(len(items), dim, unit_dtype)
         train = data.csr("train")
         users_bytes = write_users_file(
             tmp / USERS_NAME, user_vectors=users, user_group=np.zeros(len(users), dtype=np.int64),

@@ -29,6 +29,7 @@ from peel.errors import BudgetError, PeelError
 from peel.evaluation import DotProductScorer, Scorer
 from peel.methods.protocol import Method, TrainedModel
 from peel.run_layout import RunLayout, method_record
+from peel.units import stored_values
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ def fitted_config(config: PeelConfig, method: str, size: int) -> PeelConfig:
 def model_device_bytes(config: PeelConfig, n_items: int) -> int:
     """What a device holds to rank all items for one user with this (one-block) model."""
     composition = config.model.composition(n_items)
-    return device_bytes(n_items, config.model.dim) if composition is None else composition.device_bytes(n_items)
+    if composition is not None:
+        return composition.device_bytes(n_items)
+    return device_bytes(n_items, config.model.dim, config.device.unit_dtype)
 
 
 def fitted_size(n_items: int, budget: Budget, config: PeelConfig | None = None, method: str = "lightgcn") -> int:
@@ -131,6 +134,10 @@ class FixedSizeMethod(Method):
                             "apply to --method peel only (--stage-a-from also to rule)")
         if budget is None:
             raise PeelError(f"--method {self.name} is fitted to one budget: give --budget, e.g. 5MB-eq")
+        if config.device.unit_dtype != "f32" and (spec.item_table != "full" or spec.fits != "dim"):
+            stored = ", ".join(n for n, s in FIXED_SPECS.items() if s.item_table == "full" and s.fits == "dim")
+            raise PeelError(f"device.unit_dtype={config.device.unit_dtype}: of the fitted methods only those with one "
+                            f"item table ({stored}) store it quantized; --method {self.name} stores float32")
         size = fitted_size(data.n_items, budget, config, self.name)
         fitted = fitted_config(config, self.name, size)
         item_dims = (spec.search, budget.bytes) if spec.search else None
@@ -164,6 +171,9 @@ class FixedSizeModel(TrainedModel):
         self.method, self.layout = method, layout
         self.user_vectors, self.item_vectors = load_pretrained(layout.embeddings)
         self.dim = int(self.item_vectors.shape[1])
+        # q8 (device.unit_dtype): the table as its bundle stores it, one scale per item; scored and charged so
+        self.unit_dtype = layout.read_config().device.unit_dtype
+        self.stored_items = stored_values(self.item_vectors[:, None, :], self.unit_dtype)[:, 0, :]
         # a composed item table (DLRM-CE): what the export writes; item_vectors are its composition
         self.composition = layout.read_config().model.composition(len(self.item_vectors))
         self.item_tensors = load_item_tensors(layout.embeddings)
@@ -185,10 +195,10 @@ class FixedSizeModel(TrainedModel):
             return item_dims_bytes(self.item_dims, self.dim)
         if self.composition is not None:
             return self.composition.device_bytes(len(self.item_vectors))
-        return device_bytes(len(self.item_vectors), self.dim)
+        return device_bytes(len(self.item_vectors), self.dim, self.unit_dtype)
 
     def scorer(self, budget: Budget | None) -> Scorer:
-        return DotProductScorer(self.user_vectors, self.item_vectors)
+        return DotProductScorer(self.user_vectors, self.stored_items)
 
     def export(self, out: str | os.PathLike[str], data: Interactions, *, max_budget: Budget | None = None,
                groups: list[int] | None = None, history: bool = True, overwrite: bool = False) -> Path:
@@ -200,4 +210,4 @@ class FixedSizeModel(TrainedModel):
         return export_fixed(self.layout.root, self.user_vectors, self.item_vectors, out, data=data, method=self.method,
                             history=history, overwrite=overwrite, composition=self.composition,
                             item_tensors=self.item_tensors, item_dims=self.item_dims,
-                            block_dim=self.layout.read_config().model.block_dim)
+                            block_dim=self.layout.read_config().model.block_dim, unit_dtype=self.unit_dtype)
