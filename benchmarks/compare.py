@@ -10,7 +10,10 @@ paper's Fig. 3: the accumulated training seconds as a device's budget shrinks fr
     python benchmarks/compare.py --data ../shared/data/amazon-book-sub --runs runs/compare-amazon
 
 Trains what is missing into RUNS (resumable: rerun after a kill). Results:
-benchmarks/results/compare_<dataset>.{json,md,png}. A table too costly for one machine's life grows by
+benchmarks/results/compare_<dataset>.{json,md,png}. With ``--unit-dtype q8`` every model stores its item
+table as q8 units (int8 + a float16 scale per row, peel.units) and is fitted, scored and charged so: PEEL
+against the full-table fitted models (LightGCN, PMF) at the same precision, into RUNS of its own and
+benchmarks/results/compare_<dataset>_q8.*. A table too costly for one machine's life grows by
 ``--carry``: train some runs with ``--only``, then evaluate those and carry every other row from the
 committed results (marked †, with the date it was measured):
 
@@ -38,6 +41,7 @@ from peel.evaluation.significance import paired_test
 from peel.methods import FIXED_METHODS, METHODS, load_run
 from peel.methods.fixed import FIXED_SPECS
 from peel.run_layout import RunLayout
+from peel.units import UNIT_DTYPES
 
 try:
     from tuning import chosen_overrides
@@ -83,14 +87,25 @@ def budgets_for(data: Any, reference: str | None) -> list[Budget]:
             for b in parse_budgets(BUDGETS, full_table_bytes=full_table_bytes(data.n_items, 128))]
 
 
-def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> dict[str, tuple[str, Budget, list[str]]]:
+def results_name(dataset: str, unit_dtype: str = "f32") -> str:
+    """compare_<dataset>, or compare_<dataset>_<unit dtype> for a comparison at another precision."""
+    return f"compare_{dataset}" + ("" if unit_dtype == "f32" else f"_{unit_dtype}")
+
+
+def q8_methods() -> tuple[str, ...]:
+    """The fitted methods that store one item table, so can store it as q8 units."""
+    return tuple(n for n, s in FIXED_SPECS.items() if s.item_table == "full" and s.fits == "dim")
+
+
+def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...],
+                unit_dtype: str = "f32") -> dict[str, tuple[str, Budget, list[str]]]:
     """Every fitted run: name -> (method, budget, overrides). The tuned recipe at every budget, and also with
     its L2 / 10 and / 100: a larger model may want less L2 than the one the grid was run at (full-size
     LightGCN on amazon-book-sub: L2 1e-4 far above the tuned 1e-2), and the grid's L2 values are a decade
     apart, so even at the tuning budget L2 / 10 was not tried (on amazon-book-sub it wins at 10 and 25MB-eq).
     The yardstick at each budget is the best of them on validation, never a weakened one; so is the full-size
     LightGCN's row (a distilled method's teacher stays the run at the tuned L2)."""
-    full = Budget(device_bytes(data.n_items, PeelConfig().model.dim), "full")
+    full = Budget(device_bytes(data.n_items, PeelConfig().model.dim, unit_dtype), "full")
     runs: dict[str, tuple[str, Budget, list[str]]] = {}
     for method in fitted:
         tuned = chosen_overrides(data.name, method)
@@ -105,11 +120,12 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...]) -> di
 
 def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str, Budget, list[str]]],
               only: set[str] | None = None, threads: int = 0, skip: frozenset[str] = frozenset(),
-              seed: int | None = None) -> dict[str, Path]:
+              seed: int | None = None, unit_dtype: str = "f32") -> dict[str, Path]:
     """Every run of the comparison, PEEL's and the ``fitted`` ones (:func:`fitted_runs`), or those named in
     ``only``, trained if missing, except those in ``skip``; name -> run directory. ``seed`` overrides the
-    config's seed (benchmarks/seeds.py's repeats)."""
-    extra = ([f"threads={threads}"] if threads else []) + ([f"seed={seed}"] if seed is not None else [])
+    config's seed (benchmarks/seeds.py's repeats); ``unit_dtype`` how every model stores its item table."""
+    extra = ([f"threads={threads}"] if threads else []) + ([f"seed={seed}"] if seed is not None else []) + \
+        ([f"device.unit_dtype={unit_dtype}"] if unit_dtype != "f32" else [])
     paths: dict[str, Path] = {}
     for name, (label, preset, overrides, stage_a) in PEEL_VARIANTS.items():
         if name in skip:
@@ -151,12 +167,13 @@ def present_runs(runs: Path, names: list[str]) -> dict[str, Path]:
     return {name: runs / name for name in names if trained(RunLayout(runs / name))}
 
 
-def carried_results(dataset: str, known: set[str], results_dir: Path = RESULTS_DIR) -> dict[str, Any]:
+def carried_results(dataset: str, known: set[str], results_dir: Path = RESULTS_DIR,
+                    unit_dtype: str = "f32") -> dict[str, Any]:
     """The committed rows, paired tests and curves of ``known`` runs, with the date they were measured (a row
     carried before keeps its first date)."""
     import json
 
-    path = results_dir / f"compare_{dataset}.json"
+    path = results_dir / f"{results_name(dataset, unit_dtype)}.json"
     if not path.exists():
         raise SystemExit(f"--carry: no committed results at {path}")
     committed = json.loads(path.read_text())
@@ -278,16 +295,30 @@ def plot(payload: dict[str, Any]) -> Path:
     fitted = [{**r, "method": r["method"].split(" (D=")[0]} for r in payload["rows"]
               if not r["elastic"] and r.get("chosen", True)]
     steps = deployment(payload)
-    deployment_steps(steps, list(dict.fromkeys(r["budget"] for r in steps)),
-                     RESULTS_DIR / f"compare_{payload['dataset']}_deployment.png",
-                     title=f"{payload['dataset']}: budgets arriving 25, 10, then 5MB-eq (test split)")
-    return budget_curves(payload["curves"] + fitted + [pop], RESULTS_DIR / f"compare_{payload['dataset']}.png",
-                         title=f"{payload['dataset']}: test split, one elastic model vs a model per budget")
+    name, units = payload_name(payload), precision(payload)
+    deployment_steps(steps, list(dict.fromkeys(r["budget"] for r in steps)), RESULTS_DIR / f"{name}_deployment.png",
+                     title=f"{payload['dataset']}{units}: budgets arriving 25, 10, then 5MB-eq (test split)")
+    return budget_curves(payload["curves"] + fitted + [pop], RESULTS_DIR / f"{name}.png",
+                         title=f"{payload['dataset']}{units}: test split, one elastic model vs a model per budget")
+
+
+def payload_name(payload: dict[str, Any]) -> str:
+    return results_name(payload["dataset"], payload.get("unit_dtype", "f32"))
+
+
+def precision(payload: dict[str, Any]) -> str:
+    """'' for float32 tables, else ' (q8 units)' for titles."""
+    unit_dtype = payload.get("unit_dtype", "f32")
+    return "" if unit_dtype == "f32" else f" ({unit_dtype} units)"
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    name = payload["dataset"]
-    lines = [f"## PEEL against models trained for each budget on {name} (test split)", "",
+    name, file = payload["dataset"], payload_name(payload)
+    lines = [f"## PEEL against models trained for each budget on {name}{precision(payload)} (test split)", "",
+             *([f"Every model stores its item table as {payload['unit_dtype']} units (each row's d values as int8 "
+                "times a float16 scale, d + 2 bytes): PEEL's units, and the fitted models' whole table as one unit "
+                "(one scale per item), fitted, scored and charged as stored.", ""]
+               if payload.get("unit_dtype", "f32") != "f32" else []),
              "Budgets are paper-equivalent (MB-eq). Fitted models use their tuned recipe "
              f"(benchmarks/results/tuning_{name}.md) and also with its L2 / 10 and / 100; the "
              "yardstick of a budget is the fitted model best on validation NDCG@50. Train seconds: a fitted model's "
@@ -341,7 +372,7 @@ def markdown(payload: dict[str, Any]) -> str:
                   f"machine for a `--carry`): {', '.join(untested)}."]
     if payload.get("not_run"):
         lines += ["", f"**Not run** (`--skip`, or with `--carry` not trained yet): {', '.join(payload['not_run'])}."]
-    lines += ["", f"![NDCG@50 and Recall@50 against bytes](compare_{name}.png)"]
+    lines += ["", f"![NDCG@50 and Recall@50 against bytes]({file}.png)"]
     steps = deployment(payload)
     order = list(dict.fromkeys(r["budget"] for r in steps))
     lines += ["", "### Deployment under shrinking budgets (the paper's Fig. 3)", "",
@@ -354,7 +385,7 @@ def markdown(payload: dict[str, Any]) -> str:
         lines.append(f"| {method} | " + " | ".join(
             f"{mine[b]['accumulated_seconds']:,.0f} s, {mine[b]['ndcg@50']:.4f}" if b in mine else "-"
             for b in order) + " |")
-    lines += ["", f"![Accumulated training seconds and NDCG@50 as the budget shrinks](compare_{name}_deployment.png)"]
+    lines += ["", f"![Accumulated training seconds and NDCG@50 as the budget shrinks]({file}_deployment.png)"]
     for label in paired_peels:
         lines += ["", f"Curve of {label}: " + ", ".join(f"{r['bytes_used'] / 1e6:.2f} MB → {r['ndcg@50']:.4f}"
                                                        for r in payload["curves"] if r["method"] == label
@@ -378,6 +409,9 @@ def main() -> None:
                         help="train nothing: evaluate the runs present in RUNS and carry every other run's rows, curve "
                              "and paired tests from the committed results (marked †), e.g. to add one method's "
                              "runs to a table whose other runs were trained on another machine")
+    parser.add_argument("--unit-dtype", default="f32", choices=UNIT_DTYPES,
+                        help="how every model stores its item table: f32, or q8 (PEEL against the fitted "
+                             f"{'/'.join(q8_methods())} at 8 bits; use RUNS of its own)")
     parser.add_argument("--skip", default="",
                         help="runs to leave out (comma-separated names; listed as not run in the results), e.g. "
                              "lightgcn-full when there is no time to train it")
@@ -385,21 +419,24 @@ def main() -> None:
     fitted = tuple(m for m in args.fitted.split(",") if m)
     if unknown := set(fitted) - set(FIXED_METHODS):
         parser.error(f"--fitted: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(FIXED_METHODS)}")
+    if args.unit_dtype != "f32" and (float32 := set(fitted) - set(q8_methods())):
+        parser.error(f"--unit-dtype {args.unit_dtype}: {', '.join(sorted(float32))} store float32 tables; "
+                     f"give --fitted from {', '.join(q8_methods())}")
     if args.replot:  # redraw the PNG and rewrite the markdown from the JSON, keeping its command, date, machine
         import json
 
-        payload = json.loads((RESULTS_DIR / f"compare_{Path(args.data).name}.json").read_text())
+        name = results_name(Path(args.data).name, args.unit_dtype)
+        payload = json.loads((RESULTS_DIR / f"{name}.json").read_text())
         print(plot(payload))
-        text = (RESULTS_DIR / f"compare_{payload['dataset']}.md").read_text()
+        text = (RESULTS_DIR / f"{name}.md").read_text()
         footer = text[text.index("\n- command: "):]
-        (RESULTS_DIR / f"compare_{payload['dataset']}.md").write_text(
-            f"# compare_{payload['dataset']}\n\n{markdown(payload).strip()}\n{footer}")
+        (RESULTS_DIR / f"{name}.md").write_text(f"# {name}\n\n{markdown(payload).strip()}\n{footer}")
         return
 
     data = load(args.data)
     budgets = budgets_for(data, args.reference)
     only = set(args.only.split(",")) if args.only is not None else None
-    fitted_plan = fitted_runs(data, budgets, fitted)
+    fitted_plan = fitted_runs(data, budgets, fitted, args.unit_dtype)
     known = [*PEEL_VARIANTS, *fitted_plan]
     if only is not None and (unknown := only - set(known)):
         parser.error(f"--only: unknown run(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
@@ -411,11 +448,12 @@ def main() -> None:
     if args.carry:
         if only is not None:
             parser.error("--carry trains nothing: train with --only first, then evaluate with --carry")
-        committed = carried_results(data.name, set(known) | set(DEVICE_VARIANTS))
+        committed = carried_results(data.name, set(known) | set(DEVICE_VARIANTS), unit_dtype=args.unit_dtype)
         paths = present_runs(args.runs, [n for n in known if n not in skip])
     else:
         committed = {"rows": [], "paired": [], "curves": [], "date": None}
-        paths = train_all(data, args.data, args.runs, fitted_plan, only, args.threads, skip)
+        paths = train_all(data, args.data, args.runs, fitted_plan, only, args.threads, skip,
+                          unit_dtype=args.unit_dtype)
     if only is not None:
         return
     rows = evaluate_all(data, paths, budgets)
@@ -429,11 +467,12 @@ def main() -> None:
               for point in curve(data, paths[name], label)]
     curves += [c for c in committed["curves"] if c["method"] not in {c["method"] for c in curves}]
     table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
-    payload = {"dataset": data.name, "budgets": [str(b) for b in budgets], "rows": table, "paired": paired,
+    payload = {"dataset": data.name, "unit_dtype": args.unit_dtype, "budgets": [str(b) for b in budgets],
+               "rows": table, "paired": paired,
                "peel_tuned": tuned, "not_run": sorted(skip | {n for n in known if n not in {r["run"] for r in rows}}),
                "curves": curves, "popularity": evaluate(PopularityScorer(data), data, split="test", ks=KS)}
     plot(payload)
-    write_result(f"compare_{data.name}", payload, markdown(payload))
+    write_result(payload_name(payload), payload, markdown(payload))
     print(markdown(payload))
 
 
