@@ -11,7 +11,7 @@ paper's Fig. 3: the accumulated training seconds as a device's budget shrinks fr
 
 Trains what is missing into RUNS (resumable: rerun after a kill). Results:
 benchmarks/results/compare_<dataset>.{json,md,png}. With ``--unit-dtype q8`` every model stores its item
-table as q8 units (int8 + a float16 scale per row, peel.units) and is fitted, scored and charged so: PEEL
+table as q8 units (int8 + one float32 scale per unit, peel.units) and is fitted, scored and charged so: PEEL
 against the full-table fitted models (LightGCN, PMF) at the same precision, into RUNS of its own and
 benchmarks/results/compare_<dataset>_q8.*. A table too costly for one machine's life grows by
 ``--carry``: train some runs with ``--only``, then evaluate those and carry every other row from the
@@ -315,9 +315,9 @@ def precision(payload: dict[str, Any]) -> str:
 def markdown(payload: dict[str, Any]) -> str:
     name, file = payload["dataset"], payload_name(payload)
     lines = [f"## PEEL against models trained for each budget on {name}{precision(payload)} (test split)", "",
-             *([f"Every model stores its item table as {payload['unit_dtype']} units (each row's d values as int8 "
-                "times a float16 scale, d + 2 bytes): PEEL's units, and the fitted models' whole table as one unit "
-                "(one scale per item), fitted, scored and charged as stored.", ""]
+             *([f"Every model stores its item table as {payload['unit_dtype']} units (int8 values times one float32 "
+                "scale per unit, a byte a value): PEEL's units, and the fitted models' whole table as one unit, "
+                "fitted, scored and charged as stored.", ""]
                if payload.get("unit_dtype", "f32") != "f32" else []),
              "Budgets are paper-equivalent (MB-eq). Fitted models use their tuned recipe "
              f"(benchmarks/results/tuning_{name}.md) and also with its L2 / 10 and / 100; the "

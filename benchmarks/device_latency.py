@@ -186,7 +186,8 @@ def run_profile(name: str, export: Path, sample: Path, k: int, repeats: int, bud
 
 def markdown(payload: dict[str, Any]) -> str:
     s = payload["sample"]
-    lines = [f"Per-user top-{payload['k']} on {s['dataset']} bundles ({s['users']} sampled users over "
+    lines = [f"Per-user top-{payload['k']} on {s['dataset']} bundles of {payload.get('unit_dtype', 'f32')} units "
+             f"({s['users']} sampled users over "
              f"{s['user_groups']} user groups; mean history {s['mean_history']:.1f} items excluded).", "",
              "| profile | budget | bytes loaded | median (ms) | p95 (ms) | stream once (ms) | ratio | "
              "shrink (ms) | grow (ms) | open (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -217,6 +218,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="ascending; the first is the shrink target")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results")
+    parser.add_argument("--name", default="device_latency",
+                        help="results file name, e.g. device_latency_q8 for an export of q8 units")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sample", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,10 +238,12 @@ def main() -> None:
         for name in args.profiles.split(","):
             print(f"profile {name} ...", flush=True)
             profiles.append(run_profile(name, export, sample, args.k, args.repeats, budgets))
-    payload = {"export": str(export), "k": args.k, "budgets": budgets, "sample": info, "targets": TARGETS,
+    unit_dtype = json.loads((export / "index.json").read_text()).get("unit_dtype", "f32")
+    payload = {"export": str(export), "unit_dtype": unit_dtype, "k": args.k, "budgets": budgets, "sample": info,
+               "targets": TARGETS,
                "profiles": profiles}
     table = markdown(payload)
-    path = write_result("device_latency", payload, table, results_dir=args.results_dir)
+    path = write_result(args.name, payload, table, results_dir=args.results_dir)
     print(table)
     print(f"wrote {path}")
 

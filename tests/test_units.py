@@ -9,14 +9,14 @@ from peel.errors import BudgetError, ConfigError
 from peel.units import (
     UnitLayout,
     block_scale,
-    dequantize_rows,
+    dequantize_unit,
     effective_items,
-    quantize_rows,
+    quantize_unit,
     random_unit_order,
-    row_bytes,
     select,
     stored_values,
     unit_order,
+    unit_size,
     user_query,
 )
 
@@ -148,67 +148,63 @@ def test_block_scale():
 
 
 # ---------------------------------------------------------------------- q8 units
-def _rows(seed: int) -> np.ndarray:
-    """Rows (items, blocks, 8) spanning four orders of magnitude, with a zero row and one exact zero value.
-    Their scales lie in float16's normal range (absmax >= 127 * 2^-14); smaller rows: the next test."""
+def _blocks(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(items, N, d) blocks whose rows span four orders of magnitude, item groups with an all-zero unit."""
     rng = np.random.default_rng(seed)
-    rows = rng.standard_normal((60, 3, 8)) * 10.0 ** rng.uniform(-1, 3, (60, 3, 1))
-    rows[0, 0] = 0.0
-    rows[1, 1, 2] = 0.0
-    return rows.astype(np.float32)
+    blocks = rng.standard_normal((60, 3, 8)) * 10.0 ** rng.uniform(-2, 2, (60, 3, 1))
+    item_group = rng.integers(0, 4, 60)
+    blocks[item_group == 2, 1] = 0.0
+    return blocks.astype(np.float32), item_group
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_q8_rounds_each_row_within_half_its_scale(seed):
-    rows = _rows(seed)
-    q, scale = quantize_rows(rows)
-    assert q.dtype == np.int8 and scale.dtype == np.float16 and q.shape == rows.shape and scale.shape == (60, 3)
-    assert np.abs(q).max() == 127 and (q >= -127).all()  # the symmetric range: -128 never occurs
-    wide = scale.astype(np.float32)
-    np.testing.assert_allclose(wide, np.abs(rows).max(axis=2) / 127, rtol=2**-11)  # float16's half step
-    back = dequantize_rows(q, scale)
+def test_q8_rounds_every_value_within_half_its_units_step(seed):
+    blocks, item_group = _blocks(seed)
+    unit = blocks[item_group == 1, 2]
+    q, scale = quantize_unit(unit)
+    assert q.dtype == np.int8 and q.shape == unit.shape and scale.dtype == np.float32
+    assert scale == np.abs(unit).max() / np.float32(127) and np.abs(q).max() == 127 and (q >= -127).all()
+    back = dequantize_unit(q, scale)
     assert back.dtype == np.float32
-    # round to nearest: at most half a step per value; float32's product q * scale adds a relative 2^-24
-    assert (np.abs(back - rows) <= wide[..., None] / 2 * (1 + 2**-20) + np.abs(rows) * 2**-23).all()
-    assert (back[0, 0] == 0).all() and back[1, 1, 2] == 0 and scale[0, 0] == 0
+    # round to nearest: at most half a step; the float32 product q * scale and quotient add a few 2^-24
+    assert (np.abs(back - unit) <= scale / 2 * (1 + 2**-20) + np.abs(unit) * 2**-22).all()
+    zeros, zero_scale = quantize_unit(blocks[item_group == 2, 1])
+    assert zero_scale == 0 and not zeros.any()
 
 
-def test_q8_rows_with_a_subnormal_scale_lose_relative_precision_only():
-    """absmax below 127 * 2^-14 (about 7.8e-3): the float16 scale is subnormal, a step of 2^-24 at most off."""
-    rows = _rows(3) * np.float32(1e-4)
-    q, scale = quantize_rows(rows)
-    wide = scale.astype(np.float32)[..., None]
-    assert (np.abs(dequantize_rows(q, scale) - rows) <= wide / 2 + 127 * 2.0**-25 + np.abs(rows) * 2**-23).all()
+def test_stored_values_are_what_the_writer_stores_bit_for_bit():
+    """The server scores stored_values; the writer stores quantize_unit of each unit: the same float32 bits."""
+    blocks, item_group = _blocks(5)
+    stored = stored_values(blocks, item_group, "q8")
+    for g in range(4):
+        for n in range(3):
+            q, scale = quantize_unit(blocks[item_group == g, n])
+            np.testing.assert_array_equal(stored[item_group == g, n], dequantize_unit(q, scale))
+    np.testing.assert_array_equal(stored_values(blocks, item_group, "f32"), blocks)
+    assert not np.array_equal(stored, blocks)
 
 
-def test_q8_is_idempotent_so_the_export_stores_what_the_server_scored():
-    """TrainedRun.blocks gives the q8-rounded values; export rounds them again: the same int8s and scales."""
-    rows = _rows(5)
-    q, scale = quantize_rows(rows)
-    q2, scale2 = quantize_rows(dequantize_rows(q, scale))
-    np.testing.assert_array_equal(q2, q)
-    np.testing.assert_array_equal(scale2, scale)
-    np.testing.assert_array_equal(stored_values(rows, "q8"), dequantize_rows(q, scale))
-    np.testing.assert_array_equal(stored_values(rows, "f32"), rows)
-
-
-def test_q8_refuses_a_value_past_float16_and_unknown_dtypes():
-    with pytest.raises(ConfigError, match="float16"):
-        quantize_rows(np.full((1, 8), 1e7, dtype=np.float32))
+def test_q8_refuses_non_finite_values_and_unknown_dtypes():
+    blocks, item_group = _blocks(0)
+    blocks[3, 0, 0] = np.inf
+    with pytest.raises(ConfigError, match="non-finite"):
+        stored_values(blocks, item_group, "q8")
+    with pytest.raises(ConfigError, match="non-finite"):
+        quantize_unit(np.array([[np.nan, 1.0]]))
     with pytest.raises(ConfigError, match="unit dtype"):
-        row_bytes(8, "q4")
+        unit_size(3, 8, "q4")
     with pytest.raises(ConfigError, match="unit dtype"):
         UnitLayout(np.array([3]), 2, 8, "float16")
 
 
-def test_q8_accounting_charges_d_plus_2_bytes_a_row():
+def test_q8_accounting_charges_a_byte_a_value_and_four_a_unit():
     f32 = UnitLayout(np.array([10, 9]), n_blocks=3, block_dim=8)
     q8 = UnitLayout(np.array([10, 9]), n_blocks=3, block_dim=8, unit_dtype="q8")
     order = np.array([[0, 0], [1, 0], [0, 1]])
     np.testing.assert_array_equal(f32.unit_bytes(order), [320, 288, 320])
-    np.testing.assert_array_equal(q8.unit_bytes(order), [100, 90, 100])
+    np.testing.assert_array_equal(q8.unit_bytes(order), [84, 76, 84])
     assert q8.user_vector_bytes == f32.user_vector_bytes == 96  # the user vector stays float32
-    assert q8.full_bytes() == 19 * 3 * 10 + 96 and f32.full_bytes() == 19 * 3 * 32 + 96
-    assert q8.minimum_bytes(order) == 190 + 96
+    assert q8.full_bytes() == (84 + 76) * 3 + 96 and f32.full_bytes() == 19 * 3 * 32 + 96
+    assert q8.minimum_bytes(order) == 84 + 76 + 96
     # a budget keeps more units of the same order when they are q8
-    assert select(order, q8, 390).n_kept == 3 and select(order, f32, 800).n_kept == 2
+    assert select(order, q8, 340).n_kept == 3 and select(order, f32, 800).n_kept == 2

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from peel.errors import BudgetError
-from peel.units import row_bytes
+from peel.units import unit_size
 
 BYTES_PER_FLOAT = 4
 
@@ -156,5 +156,5 @@ def full_table_bytes(n_items: int, dim: int) -> int:
 def device_bytes(n_items: int, dim: int, unit_dtype: str = "f32") -> int:
     """Bytes a device holds to rank all items for one user with a fixed-size model of ``dim`` dims: the
     item table + the user's vector, fp32 (methods.md, Baselines); with ``unit_dtype`` "q8" the table is
-    stored as a bundle's q8 unit of d = ``dim`` (``dim`` int8 + a float16 scale per item)."""
-    return n_items * row_bytes(dim, unit_dtype) + dim * BYTES_PER_FLOAT
+    stored as one q8 unit of d = ``dim`` (n_items * dim int8 + a float32 scale)."""
+    return int(unit_size(n_items, dim, unit_dtype)) + dim * BYTES_PER_FLOAT

@@ -286,6 +286,8 @@ def export_command(
     = None,
     history: Annotated[bool, typer.Option(help="Store users' training items so devices can exclude them.")] = True,
     force: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Device overrides of a PEEL run, e.g. "
+                                                   "device.unit_dtype=q8 (int8 units).")] = None,
 ) -> None:
     """Write device bundles: group_<g>.peelb per user group, users.peelb and index.json."""
     from peel.budget import format_bytes
@@ -297,7 +299,8 @@ def export_command(
             chosen = [int(g) for g in groups.split(",") if g.strip()]
         except ValueError:
             raise PeelError(f"--groups must be comma-separated integers such as 0,2, got {groups!r}") from None
-    path = export_run(run, out, max_budget=max_budget, groups=chosen, history=history, overwrite=force)
+    path = export_run(run, out, max_budget=max_budget, groups=chosen, history=history, overwrite=force,
+                      overrides=set_ or None)
     index = json.loads((path / "index.json").read_text())
     table = Table("file", "user group", "users", "units", "charged (stored)", "charged (full)", "file size",
                   title=f"export {path}")

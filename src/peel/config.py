@@ -239,8 +239,8 @@ class DeviceConfig:
     blocks: str = "raw"
     user_vector: str = "finetuned"       # "finetuned" or "pretrained"
     block_selection: str = "weights"     # "weights" or "random" (ablation)
-    # How a bundle stores units, and so what a budget charges per unit: "f32" (d * 4 bytes a row) or "q8"
-    # (d int8 + a float16 scale, d + 2 bytes; peel.units.UNIT_DTYPES). Evaluation scores what the device stores.
+    # How a bundle stores units, and so what a budget charges per unit: "f32" (|V_g| * d * 4 bytes) or "q8"
+    # (|V_g| * d int8 + one float32 scale; peel.units.UNIT_DTYPES). Evaluation scores what the device stores.
     unit_dtype: str = "f32"
 
 

@@ -78,13 +78,13 @@ class TrainedRun:
 
     def blocks(self, group: int) -> np.ndarray:
         """(items, N, d) block vectors a device of this user group scores with: as its bundle stores them
-        (device.unit_dtype; rounding q8 again gives the same int8 values and scales, tests/test_units.py)."""
+        (device.unit_dtype; the writer rounds the raw table the same way, tests/test_units.py)."""
         choice = self.config.device.blocks
         result = self.groups[group]
         table = {"transformed": result.transformed_blocks, "raw": lambda: result.item_table,
                  "pretrained": lambda: self.pretrained_items}[choice]()
         blocks = np.ascontiguousarray(table, dtype=np.float32).reshape(len(table), self.config.model.n_blocks, -1)
-        return stored_values(blocks, self.config.device.unit_dtype)
+        return stored_values(blocks, self.item_group, self.config.device.unit_dtype)
 
     def user_vectors(self) -> np.ndarray:
         """(users, D) user vectors as exported to devices."""

@@ -22,12 +22,13 @@ EQ10_READINGS = ("masked", "fold")
 # it measured best: benchmarks/results/pipeline_amazon-book-sub.md ("Device options"; README, peel evaluate;
 # recorded in methods.md §11).
 EQ10_SCALES = ("sqrt", "paper", "none")
-# How a bundle stores a unit's values: "f32" (4 bytes a value) or "q8": every row of a unit (one item's block)
-# as d int8 values times one float16 scale, absmax / 127 (d + 2 bytes a row). The q8 rounding costs at most
-# 0.2% validation NDCG@50 (benchmarks/results/quantization_probe_*.md); a budget then holds 3.2x the blocks
-# at d = 8.
+# How a bundle stores a unit's values: "f32" (4 bytes a value) or "q8": the unit's |V_g| x d values as int8 times
+# one float32 scale of the unit, absmax / 127 (|V_g| * d + 4 bytes: 4x the blocks of f32 in a budget). One scale per
+# unit folds into the query, so a device scores int8 units with one matrix-vector product, as float32 ones. It cost
+# at most 0.2% validation NDCG@50 (a scale per item and block: no better; benchmarks/results/quantization_probe_*.md).
 UNIT_DTYPES = ("f32", "q8")
 Q8_LEVELS = 127
+Q8_SCALE_BYTES = 4  # a q8 unit's float32 scale
 
 
 def unit_order(importance_weights: np.ndarray) -> np.ndarray:
@@ -57,40 +58,48 @@ def random_unit_order(n_item_groups: int, n_blocks: int, seed: int) -> np.ndarra
     return unit_order(rng.random((n_item_groups, n_blocks)))
 
 
-def row_bytes(block_dim: int, unit_dtype: str = "f32") -> int:
-    """Bytes of one item's block in a unit stored as ``unit_dtype``: d * 4 (f32) or d + 2 (q8)."""
+def unit_size(rows: np.ndarray | int, block_dim: int, unit_dtype: str = "f32") -> np.ndarray | int:
+    """Bytes of a unit of ``rows`` items stored as ``unit_dtype``: rows * d * 4 (f32) or rows * d + 4 (q8)."""
     if unit_dtype not in UNIT_DTYPES:
         raise ConfigError(f"unit dtype must be one of {UNIT_DTYPES}, got {unit_dtype!r}")
-    return block_dim * BYTES_PER_FLOAT if unit_dtype == "f32" else block_dim + 2
+    return rows * block_dim * BYTES_PER_FLOAT if unit_dtype == "f32" else rows * block_dim + Q8_SCALE_BYTES
 
 
-def quantize_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """q8: every row of ``values`` (..., d) as int8 in [-127, 127] times its own float16 scale, absmax / 127.
+def quantize_unit(values: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """q8: a unit's values as int8 in [-127, 127] times one float32 scale, absmax / 127 (0 for an all-zero unit).
 
-    Round half to even, elementwise only (no BLAS): the same bits on every CPU. A row whose absmax / 127
-    underflows float16 (absmax below ~4e-6) is stored as zeros; one past float16's range is refused.
+    Round half to even, elementwise only (no BLAS): the same bits on every CPU. Non-finite values are refused.
     """
     values = np.asarray(values, dtype=np.float32)
-    absmax = np.abs(values).max(axis=-1)
-    if not (absmax <= Q8_LEVELS * float(np.finfo(np.float16).max)).all():  # NaN included
-        raise ConfigError(f"a block's largest value exceeds what a q8 unit stores ({Q8_LEVELS} x 65504, the "
-                          "float16 maximum) or is not finite: store f32 units")
-    scale = (absmax / np.float32(Q8_LEVELS)).astype(np.float16)
-    wide = scale.astype(np.float32)[..., None]
-    ratio = np.divide(values, wide, out=np.zeros_like(values), where=wide > 0)
-    return np.clip(np.rint(ratio), -Q8_LEVELS, Q8_LEVELS).astype(np.int8), scale
+    absmax = np.float32(np.abs(values).max()) if values.size else np.float32(0)
+    if not np.isfinite(absmax):
+        raise ConfigError("a unit holds non-finite values: q8 cannot store them")
+    scale = absmax / np.float32(Q8_LEVELS)
+    if scale == 0:
+        return np.zeros(values.shape, dtype=np.int8), np.float32(0)
+    return np.clip(np.rint(values / scale), -Q8_LEVELS, Q8_LEVELS).astype(np.int8), scale
 
 
-def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The float32 values of q8 rows: int8 times the row's scale (what a device scores with)."""
-    return np.multiply(q, scale[..., None], dtype=np.float32)
+def dequantize_unit(q: np.ndarray, scale: np.floating | float) -> np.ndarray:
+    """The float32 values of a q8 unit: int8 times the unit's scale."""
+    return q.astype(np.float32) * np.float32(scale)
 
 
-def stored_values(blocks: np.ndarray, unit_dtype: str) -> np.ndarray:
-    """``blocks`` (items, N, d) as a bundle of ``unit_dtype`` stores them, in float32."""
-    row_bytes(1, unit_dtype)  # refuses an unknown dtype
+def stored_values(blocks: np.ndarray, item_group: np.ndarray, unit_dtype: str) -> np.ndarray:
+    """``blocks`` (items, N, d) as bundles of ``unit_dtype`` store them, float32: for q8 every unit (item group g,
+    block n) rounded on its own scale, exactly as :func:`quantize_unit` rounds it for the writer."""
+    unit_size(0, 1, unit_dtype)  # refuses an unknown dtype
     blocks = np.asarray(blocks, dtype=np.float32)
-    return blocks if unit_dtype == "f32" else dequantize_rows(*quantize_rows(blocks))
+    if unit_dtype == "f32":
+        return blocks
+    item_group = np.asarray(item_group)
+    absmax = np.zeros((int(item_group.max()) + 1 if item_group.size else 0, blocks.shape[1]), dtype=np.float32)
+    np.maximum.at(absmax, item_group, np.abs(blocks).max(axis=2))
+    if not np.isfinite(absmax).all():
+        raise ConfigError("a unit holds non-finite values: q8 cannot store them")
+    scale = (absmax / np.float32(Q8_LEVELS))[item_group][:, :, None]  # (items, N, 1), the unit's scale
+    ratio = np.divide(blocks, scale, out=np.zeros_like(blocks), where=scale > 0)
+    return np.clip(np.rint(ratio), -Q8_LEVELS, Q8_LEVELS).astype(np.int8).astype(np.float32) * scale
 
 
 @dataclass(frozen=True)
@@ -103,24 +112,24 @@ class UnitLayout:
     unit_dtype: str = "f32"
 
     def __post_init__(self) -> None:
-        row_bytes(self.block_dim, self.unit_dtype)  # refuses an unknown dtype
+        unit_size(0, self.block_dim, self.unit_dtype)  # refuses an unknown dtype
 
     @property
     def embedding_dim(self) -> int:
         return self.n_blocks * self.block_dim
 
     @property
-    def row_bytes(self) -> int:
-        """Bytes of one item's block in a unit."""
-        return row_bytes(self.block_dim, self.unit_dtype)
-
-    @property
     def user_vector_bytes(self) -> int:
         return self.embedding_dim * BYTES_PER_FLOAT
 
+    @property
+    def group_unit_bytes(self) -> np.ndarray:
+        """(G_v,) bytes of one unit of each item group."""
+        return unit_size(np.asarray(self.item_group_sizes, dtype=np.int64), self.block_dim, self.unit_dtype)
+
     def unit_bytes(self, order: np.ndarray) -> np.ndarray:
-        """Bytes of each unit of ``order``: |V_g| * d * 4 (f32) or |V_g| * (d + 2) (q8)."""
-        return np.asarray(self.item_group_sizes)[order[:, 0]].astype(np.int64) * self.row_bytes
+        """Bytes of each unit of ``order``: |V_g| * d * 4 (f32) or |V_g| * d + 4 (q8)."""
+        return self.group_unit_bytes[order[:, 0]]
 
     def minimum_bytes(self, order: np.ndarray) -> int:
         """The smallest budget: the first G_v units (one block per item group) + the user vector."""
@@ -128,7 +137,7 @@ class UnitLayout:
         return int(self.unit_bytes(order)[:n_groups].sum()) + self.user_vector_bytes
 
     def full_bytes(self) -> int:
-        return int(np.sum(self.item_group_sizes)) * self.n_blocks * self.row_bytes + self.user_vector_bytes
+        return int(self.group_unit_bytes.sum()) * self.n_blocks + self.user_vector_bytes
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class Made:
     @property
     def stored_blocks(self) -> np.ndarray:
         """The blocks as the bundle stores them (q8: rounded), float32."""
-        return stored_values(self.blocks, self.unit_dtype)
+        return stored_values(self.blocks, self.item_group, self.unit_dtype)
 
     @property
     def item_order(self) -> np.ndarray:

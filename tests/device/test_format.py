@@ -59,20 +59,21 @@ def test_exact_bytes_of_a_one_unit_bundle(tmp_path: Path) -> None:
 
 
 def test_exact_bytes_of_a_q8_unit(tmp_path: Path) -> None:
-    """q8: the unit is |V_g| x d int8 values, then |V_g| float16 scales (absmax / 127), row-major."""
+    """q8: the unit is |V_g| x d int8 values, row-major, then its float32 scale (absmax / 127)."""
     path = tmp_path / "q8.peelb"
     blocks = np.array([[[1.5, -2.0]], [[0.25, 4.0]]], dtype=np.float32)
     size = write_items_bundle(path, blocks=blocks, item_group=np.zeros(2, dtype=np.int64), unit_order=[[0, 0]],
                               item_ids=np.array([7, 3]), unit_dtype="q8")
     header, data = split(path)
-    assert header["unit_dtype"] == "q8" and size == path.stat().st_size and len(data) == 16 + 16 + 2 * (2 + 2)
-    scales = np.array([2.0 / 127, 4.0 / 127], dtype=np.float16)
-    values = np.array([round(1.5 / float(scales[0])), -127, round(0.25 / float(scales[1])), 127], dtype=np.int8)
-    assert data[32:] == values.tobytes() + scales.astype("<f2").tobytes()
+    assert header["unit_dtype"] == "q8" and size == path.stat().st_size and len(data) == 16 + 16 + 4 + 4
+    scale = np.float32(4.0) / np.float32(127)
+    values = np.array([48, -64, 8, 127], dtype=np.int8)  # 1.5, -2, 0.25, 4 over 4/127, half to even (-63.5)
+    assert data[32:] == values.tobytes() + np.array([scale], "<f4").tobytes()
     bundle = Bundle.open(path)
     assert bundle.unit_dtype == "q8" and bundle.item_group_matrices[0].dtype == np.int8
-    np.testing.assert_array_equal(bundle.unit(0), values.reshape(2, 2) * scales.astype(np.float32)[:, None])
-    assert bundle.bytes_loaded == 2 * (2 + 2) + 2 * 4  # the unit as stored + the float32 user vector
+    np.testing.assert_array_equal(bundle.item_group_scales[0], [scale])
+    np.testing.assert_array_equal(bundle.unit(0), values.reshape(2, 2).astype(np.float32) * scale)
+    assert bundle.bytes_loaded == 4 + 4 + 2 * 4  # the unit as stored + the float32 user vector
     write_items_bundle(tmp_path / "f32.peelb", blocks=blocks, item_group=np.zeros(2, dtype=np.int64),
                        unit_order=[[0, 0]])
     assert b"unit_dtype" not in (tmp_path / "f32.peelb").read_bytes()  # f32 files stay as before q8 existed
@@ -82,7 +83,7 @@ def test_unit_dtype_refusals(tmp_path: Path, make: Any) -> None:
     made = make(tmp_path / "b.peelb", unit_dtype="f32")
     header, data = split(made.path)
     rewrite(made.path, {**header, "unit_dtype": "q8"}, data)  # float32 payloads declared as q8
-    with pytest.raises(BundleError, match=r"units\[0\] spans 80 bytes, a q8 unit of 10 items x 2 dims is 40"):
+    with pytest.raises(BundleError, match=r"units\[0\] spans 80 bytes, a q8 unit of 10 items x 2 dims is 24"):
         Bundle.open(made.path)
     rewrite(made.path, {**header, "unit_dtype": "q4"}, data)
     with pytest.raises(BundleError, match="unit_dtype must be one of"):
@@ -90,9 +91,6 @@ def test_unit_dtype_refusals(tmp_path: Path, make: Any) -> None:
     with pytest.raises(BundleError, match="unit_dtype must be one of"):
         write_items_bundle(tmp_path / "x.peelb", blocks=np.ones((2, 1, 2)), item_group=np.zeros(2, dtype=np.int64),
                            unit_order=[[0, 0]], unit_dtype="int8")
-    with pytest.raises(BundleError, match="float16"):
-        write_items_bundle(tmp_path / "x.peelb", blocks=np.full((2, 1, 2), 1e9), unit_order=[[0, 0]],
-                           item_group=np.zeros(2, dtype=np.int64), unit_dtype="q8")
     assert not (tmp_path / "x.peelb").exists()
 
 

@@ -44,7 +44,7 @@ def test_eq10_equals_peel_units_at_every_budget(make: Any, tmp_path: Path, readi
 
 
 def test_q8_scores_do_not_depend_on_the_chunk(make: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The int8 units are dequantized a chunk of rows at a time: any chunk gives the same scores (up to BLAS
+    """The int8 units are widened a chunk of rows at a time: any chunk gives the same scores (up to BLAS
     summing another matrix shape in another order: the bound of :func:`rounding_bound`)."""
     import peel.device.recommender as recommender
 
@@ -153,7 +153,7 @@ def test_budget_below_minimum_and_budget_forms(made: Any) -> None:
         Bundle.open(made.path, budget=minimum - 1)
     assert Bundle.open(made.path, budget=minimum).n_units_loaded == 3
     full = Bundle.open(made.path, budget="100%")  # of the full item table, n_items * D * 4
-    # 100% of the float32 table: f32 units cannot also hold the user vector; q8 units are 4 bytes a row, not 8
+    # 100% of the float32 table: f32 units cannot also hold the user vector; q8 units take about a quarter
     assert full.n_units_loaded == (11 if made.unit_dtype == "f32" else 12)
     assert Bundle.open(made.path, budget="1GB").n_units_loaded == 12
     with pytest.raises(BudgetError, match="cannot read budget"):

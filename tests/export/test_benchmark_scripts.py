@@ -233,7 +233,7 @@ def test_compare_at_q8_fits_the_full_size_model_at_q8_and_writes_its_own_results
     compare = _script("compare")
     data = SimpleNamespace(name="amazon-book-sub", n_items=55_268)
     runs = compare.fitted_runs(data, compare.budgets_for(data, None), ("lightgcn",), "q8")
-    assert runs["lightgcn-full"][1].bytes == device_bytes(55_268, 128, "q8") == 55_268 * 130 + 512
+    assert runs["lightgcn-full"][1].bytes == device_bytes(55_268, 128, "q8") == 55_268 * 128 + 4 + 512
     assert compare.results_name("yelp2018-sub", "q8") == "compare_yelp2018-sub_q8"
     assert compare.results_name("yelp2018-sub") == "compare_yelp2018-sub"
     assert compare.q8_methods() == ("lightgcn", "pmf")

@@ -181,6 +181,23 @@ def test_cli_export_and_recommend(tiny_run, tmp_path, monkeypatch, capsys) -> No
     assert len(lines) == 1 and "unknown user 'nobody-here'" in lines[0]
 
 
+def test_cli_export_of_an_f32_run_as_q8_units(tiny_run, exported, tmp_path) -> None:
+    """A trained run exports q8 bundles without retraining; they hold more units in the same budget."""
+    out = tmp_path / "q8"
+    result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(out), "--set", "device.unit_dtype=q8"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    index = json.loads((out / "index.json").read_text())
+    assert index["unit_dtype"] == "q8"
+    budget = budget_grid(TrainedRun.load(tiny_run))[1]
+    q8, f32 = (ExportIndex.open(d).bundle(0, budget=budget) for d in (out, exported))
+    assert (q8.unit_dtype, f32.unit_dtype) == ("q8", "f32") and q8.n_units_loaded > f32.n_units_loaded
+    assert index["total_file_bytes"] < json.loads((exported / "index.json").read_text())["total_file_bytes"]
+    result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "bad"),
+                                      "--set", "device.unit_dtype=q4"])
+    assert result.exit_code != 0 and "unit_dtype must be one of" in str(result.exception)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_item_group_matrices_are_read_only_views_of_the_loaded_units(exported, tiny_run) -> None:
     run = TrainedRun.load(tiny_run)
     _, middle, _ = budget_grid(run)

@@ -30,7 +30,7 @@ from peel.device.format import (
     readinto_exact,
 )
 from peel.errors import BudgetError, BundleError
-from peel.units import BYTES_PER_FLOAT, Selection, UnitLayout, dequantize_rows, select
+from peel.units import BYTES_PER_FLOAT, Selection, UnitLayout, dequantize_unit, select
 
 if TYPE_CHECKING:
     from peel.device.recommender import Recommender
@@ -135,7 +135,7 @@ class Bundle:
         self.item_order = item_order          # internal item id at each stored position
         self.item_ids = item_ids              # raw item ids by stored position
         self._matrices = units.matrices       # per item group: (|V_g|, L_g * d) loaded columns (int8 for q8)
-        self._scales = units.scales           # per item group (q8): (|V_g|, L_g) float16 scales
+        self._scales = units.scales           # per item group (q8): (L_g,) float32 scale of each loaded unit
         self._slots = units.slots             # per item group: block index of each loaded column group
         self.n_units_loaded = n_loaded
         self.budget = budget                  # the budget the bundle was opened at
@@ -250,7 +250,7 @@ class Bundle:
 
     @property
     def item_group_scales(self) -> tuple[np.ndarray, ...]:
-        """A q8 bundle's float16 scales per item group as read-only (|V_g|, L_g) views; () for f32."""
+        """A q8 bundle's scales per item group, one float32 per loaded unit (read-only (L_g,) views); () for f32."""
         return tuple(_read_only(s) for s in self._scales)
 
     def unit(self, i: int) -> np.ndarray:
@@ -262,7 +262,7 @@ class Bundle:
         column = int(np.count_nonzero(self.unit_order[:i, 0] == g))
         d = self.block_dim
         values = self._matrices[g][:, column * d: (column + 1) * d]
-        return dequantize_rows(values, self._scales[g][:, column]) if self._scales else values
+        return dequantize_unit(values, self._scales[g][column]) if self._scales else values
 
     def parse_budget(self, budget: BudgetLike) -> Budget:
         return _parse(budget, self.header)
@@ -363,8 +363,8 @@ def unit_buffer(n: int, dtype: Any = np.float32) -> np.ndarray:
 @dataclass
 class LoadedUnits:
     """Units read from a bundle, laid out per item group: ``matrices[g]`` (|V_g|, L_g * d) holds group g's
-    loaded blocks as columns in unit order (float32, or int8 for q8), ``scales[g]`` (|V_g|, L_g) the float16
-    scale of every (item, loaded block) of a q8 bundle (empty for f32), ``slots[g]`` the block index of each."""
+    loaded blocks as columns in unit order (float32, or int8 for q8), ``scales[g]`` (L_g,) the float32 scale of
+    each loaded unit of a q8 bundle (the list is empty for f32), ``slots[g]`` the block index of each."""
 
     matrices: list[np.ndarray]
     scales: list[np.ndarray]
@@ -384,10 +384,7 @@ def _read_units(fh: BinaryIO, header: Header, n_keep: int, where: str) -> Loaded
     starts = np.concatenate([[0], np.cumsum(sizes * counts)])  # in (item, block) rows
     values = unit_buffer(int(starts[-1]) * d, np.int8 if q8 else np.float32)
     matrices = [values[starts[g] * d: starts[g + 1] * d].reshape(sizes[g], counts[g] * d) for g in range(g_v)]
-    scales = []
-    if q8:
-        scale_buffer = unit_buffer(int(starts[-1]), np.float16)
-        scales = [scale_buffer[starts[g]: starts[g + 1]].reshape(sizes[g], counts[g]) for g in range(g_v)]
+    scales = [np.zeros(counts[g], dtype=np.float32) for g in range(g_v)] if q8 else []
     staging = np.empty(max((u.nbytes for u in units), default=0), dtype=np.uint8)
     filled = np.zeros(g_v, dtype=np.int64)
     if units:
@@ -406,7 +403,11 @@ def _read_units(fh: BinaryIO, header: Header, n_keep: int, where: str) -> Loaded
         column = filled[g]
         if q8:
             matrices[g][:, column * d: (column + 1) * d] = payload[: v * d].view(np.int8).reshape(v, d)
-            scales[g][:, column] = payload[v * d:].view("<f2")
+            scale = payload[v * d:].view("<f4")[0]
+            if not (np.isfinite(scale) and scale >= 0):
+                raise BundleError(f"{where}: unit {i} (item group {g}, block {u.block}) has scale {scale}, "
+                                  "expected a finite number >= 0")
+            scales[g][column] = scale
         else:
             matrices[g][:, column * d: (column + 1) * d] = payload.view(DTYPES["F32"]).reshape(v, d)
         filled[g] += 1

@@ -19,7 +19,7 @@ import numpy as np
 
 from peel.device.composed import Composition
 from peel.errors import BundleError
-from peel.units import EQ10_READINGS, EQ10_SCALES, UNIT_DTYPES, row_bytes
+from peel.units import EQ10_READINGS, EQ10_SCALES, UNIT_DTYPES, unit_size
 
 FORMAT = "peel-bundle"
 VERSION = 1
@@ -68,7 +68,7 @@ class TensorEntry:
 @dataclass(frozen=True)
 class UnitEntry:
     """Block ``block`` of every item of item group ``item_group``: a |V_g| x d float32 payload, or (q8) |V_g| x d
-    int8 values followed by |V_g| float16 scales."""
+    int8 values followed by the unit's float32 scale."""
 
     item_group: int
     block: int
@@ -368,7 +368,7 @@ def _unit(value: Any, where: str, i: int) -> UnitEntry:
 def _check_units(units: tuple[UnitEntry, ...], bounds: tuple[int, ...], dims: dict[str, int], where: str,
                  unit_dtype: str) -> None:
     g_v, n_blocks, d = dims["n_item_groups"], dims["n_blocks"], dims["block_dim"]
-    per_item = row_bytes(d, unit_dtype)
+
     if not g_v <= len(units) <= g_v * n_blocks:
         raise BundleError(f"{where}: a bundle holds between {g_v} (one block per item group) and {g_v * n_blocks} "
                           f"units, got {len(units)}")
@@ -380,7 +380,7 @@ def _check_units(units: tuple[UnitEntry, ...], bounds: tuple[int, ...], dims: di
         if (u.item_group, u.block) in seen:
             raise BundleError(f"{where}: units[{i}] repeats (item group {u.item_group}, block {u.block})")
         seen.add((u.item_group, u.block))
-        size = (bounds[u.item_group + 1] - bounds[u.item_group]) * per_item
+        size = unit_size(bounds[u.item_group + 1] - bounds[u.item_group], d, unit_dtype)
         if u.nbytes != size:
             raise BundleError(f"{where}: units[{i}] spans {u.nbytes:,} bytes, a {unit_dtype} unit of "
                               f"{bounds[u.item_group + 1] - bounds[u.item_group]:,} items x {d} dims is {size:,}")

@@ -13,7 +13,7 @@ from peel.units import EQ10_READINGS, EQ10_SCALES, count_scale
 if TYPE_CHECKING:
     from peel.device.bundle import BudgetLike, Bundle
 
-Q8_CHUNK = 2**16  # float32 values of a q8 bundle dequantized at a time (256 KB of working memory)
+Q8_CHUNK = 2**16  # int8 values of a q8 bundle widened to float32 at a time (256 KB of working memory)
 
 
 class Recommender:
@@ -21,7 +21,7 @@ class Recommender:
 
     Working memory: the bundle's loaded units (shared, never copied), one float32 score array over
     items, a few D-sized query vectors and, for a q8 bundle, one buffer of Q8_CHUNK floats the int8
-    units are dequantized into a chunk at a time. ``shrink`` only changes the active prefix length.
+    units are widened into a chunk at a time. ``shrink`` only changes the active prefix length.
 
     Promise: after ``shrink(B)`` the scores equal those of ``Bundle.open(path, budget=B)`` up to float32
     rounding (each within 2·γ_D·Σ|terms| of the other, γ_n = n·2⁻²⁴/(1 − n·2⁻²⁴): at most 1.5e-5 of
@@ -46,7 +46,7 @@ class Recommender:
         self._slices = vector.reshape(bundle.n_blocks, bundle.block_dim)  # u^(n), methods.md §11
         self._folded = self._slices.sum(axis=0)    # 'fold': the user vector summed to d dims
         self._scores = np.empty(bundle.n_items, dtype=np.float32)
-        # q8: the working buffer units are dequantized into, a chunk at a time (one item's kept blocks at least)
+        # q8: the working buffer int8 units are widened into, a chunk at a time (one item's kept blocks at least)
         self._work = np.empty(max(Q8_CHUNK, bundle.embedding_dim) if bundle._scales else 0, dtype=np.float32)
         self._bounds = bundle.item_group_bounds.tolist()
         self._set_prefix(bundle.n_units_loaded, bundle.budget)
@@ -106,6 +106,8 @@ class Recommender:
                 q = self._slices[b._slots[g][: kept[g]]].reshape(-1)
             else:  # 'fold': the folded vector once per kept block
                 q = np.tile(self._folded, int(kept[g]))
+            if b._scales:  # q8: each unit's scale folds into its slice of the query
+                q = q * np.repeat(b._scales[g][: kept[g]], b.block_dim)
             queries.append(q * scale[g])
         self._n_units, self._kept, self._queries = n_units, kept, queries
         self.budget = budget
@@ -129,22 +131,20 @@ class Recommender:
             if not scales:  # one matrix-vector product over the group's active columns (a view, no copy)
                 np.matmul(matrices[g][:, : int(self._kept[g]) * d], q, out=out[lo:hi])
             else:
-                self._q8_scores(matrices[g], scales[g], int(self._kept[g]), q, out[lo:hi])
+                self._q8_scores(matrices[g][:, : int(self._kept[g]) * d], q, out[lo:hi])
         return out
 
-    def _q8_scores(self, values: np.ndarray, scales: np.ndarray, kept: int, query: np.ndarray,
-                   out: np.ndarray) -> None:
-        """One item group's scores from int8 blocks: dequantize Q8_CHUNK values at a time into one working
-        buffer (int8 times the float16 scale, the float32 values the server evaluates), then a matrix-vector
-        product; the int8 table is never widened whole."""
-        d = self.bundle.block_dim
-        rows = max(1, Q8_CHUNK // (kept * d))
+    def _q8_scores(self, values: np.ndarray, query: np.ndarray, out: np.ndarray) -> None:
+        """One item group's scores from its active int8 columns (the unit scales are in ``query``): widen
+        Q8_CHUNK values at a time to float32 in one working buffer, then a matrix-vector product; the int8
+        table is never widened whole."""
+        width = values.shape[1]
+        rows = max(1, Q8_CHUNK // width)
         for start in range(0, len(values), rows):
             stop = min(start + rows, len(values))
-            chunk = self._work[: (stop - start) * kept * d].reshape(stop - start, kept, d)
-            np.multiply(values[start:stop, : kept * d].reshape(stop - start, kept, d),
-                        scales[start:stop, :kept, None], out=chunk, dtype=np.float32)
-            np.matmul(chunk.reshape(stop - start, kept * d), query, out=out[start:stop])
+            chunk = self._work[: (stop - start) * width].reshape(stop - start, width)
+            np.copyto(chunk, values[start:stop], casting="unsafe")  # int8 -> float32 is exact
+            np.matmul(chunk, query, out=out[start:stop])
 
     def recommend(self, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
         """Original ids and scores of the top ``k`` items, best first, excluding the history.

@@ -28,8 +28,8 @@ from peel.device.format import (
     decode_header,
     validate_header,
 )
-from peel.errors import BundleError, ConfigError
-from peel.units import UNIT_DTYPES, quantize_rows
+from peel.errors import BundleError
+from peel.units import UNIT_DTYPES, quantize_unit
 
 
 def id_tensors(prefix: str, ids: Any, n: int) -> list[tuple[str, np.ndarray]]:
@@ -76,7 +76,7 @@ def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group:
     ``blocks``: (items, N, d) block vectors by internal item id; ``item_group``: item group of every
     item; ``unit_order``: (units, 2) rows (item group, block), the whole order or a prefix of it whose
     first G_v rows name every item group once; ``item_ids``: raw ids by internal id (default 0..n-1);
-    ``unit_dtype``: "f32", or "q8" (each item's block as int8 times a float16 scale, peel.units.quantize_rows).
+    ``unit_dtype``: "f32", or "q8" (each unit as int8 times one float32 scale, peel.units.quantize_unit).
     Items are stored contiguous per item group, by internal id within a group.
     """
     if unit_dtype not in UNIT_DTYPES:
@@ -115,14 +115,11 @@ def write_items_bundle(path: str | os.PathLike[str], *, blocks: Any, item_group:
 
 
 def _unit_payload(values: np.ndarray, unit_dtype: str) -> np.ndarray:
-    """A unit's bytes: |V_g| x d little-endian float32, or (q8) |V_g| x d int8 then |V_g| float16 scales."""
+    """A unit's bytes: |V_g| x d little-endian float32, or (q8) |V_g| x d int8 then the unit's float32 scale."""
     if unit_dtype == "f32":
         return _little_endian(np.asarray(values, dtype="<f4")).view(np.uint8).reshape(-1)
-    try:
-        q, scale = quantize_rows(values)
-    except ConfigError as exc:
-        raise BundleError(str(exc)) from None
-    return np.concatenate([q.view(np.uint8).reshape(-1), _little_endian(scale).view(np.uint8).reshape(-1)])
+    q, scale = quantize_unit(values)  # finite: checked by write_items_bundle
+    return np.concatenate([q.view(np.uint8).reshape(-1), np.array([scale], dtype="<f4").view(np.uint8)])
 
 
 def write_composed_bundle(path: str | os.PathLike[str], *, composition: Composition, tensors: dict[str, Any],

@@ -27,7 +27,7 @@ from peel.device.writer import write_composed_bundle, write_items_bundle, write_
 from peel.errors import PeelError
 from peel.run import TrainedRun
 from peel.run_layout import RunLayout
-from peel.units import row_bytes, select
+from peel.units import select, unit_size
 
 
 def export_peel(run: TrainedRun, out_dir: str | os.PathLike[str], *, data: Interactions,
@@ -122,7 +122,7 @@ def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, 
     ``item_dims`` (ESAPN, AutoEmb) the items of one dim form an item group holding that many dims as
     blocks of ``block_dim``, scored by Eq. 10's masked dot product with no normalizer, and every kept float
     is charged, + the user's vector. A full table with ``unit_dtype`` "q8" is stored and charged as one q8
-    unit (k int8 + a float16 scale per item)."""
+    unit (|V| * k int8 + a float32 scale)."""
     users, items = user_vectors, item_vectors  # short names for the lines below
     if (len(users), len(items)) != (data.n_users, data.n_items):
         raise PeelError(f"dataset {data.name!r} has {data.n_users} users and {data.n_items} items, the run {run} "
@@ -156,7 +156,7 @@ def export_fixed(run: Path, user_vectors: np.ndarray, item_vectors: np.ndarray, 
             size = write_items_bundle(path, blocks=items.reshape(len(items), 1, dim),
                                       item_group=np.zeros(len(items), dtype=np.int64), unit_order=[[0, 0]],
                                       item_ids=data.item_ids, unit_dtype=unit_dtype, metadata=meta)
-            unit, n_units = len(items) * row_bytes(dim, unit_dtype), 1
+            unit, n_units = int(unit_size(len(items), dim, unit_dtype)), 1
             charged = device_bytes(len(items), dim, unit_dtype)
         train = data.csr("train")
         users_bytes = write_users_file(

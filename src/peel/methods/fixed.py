@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from peel.budget import BYTES_PER_FLOAT, Budget, device_bytes, format_bytes
 from peel.config import PeelConfig
 from peel.data.interactions import Interactions
@@ -171,9 +173,10 @@ class FixedSizeModel(TrainedModel):
         self.method, self.layout = method, layout
         self.user_vectors, self.item_vectors = load_pretrained(layout.embeddings)
         self.dim = int(self.item_vectors.shape[1])
-        # q8 (device.unit_dtype): the table as its bundle stores it, one scale per item; scored and charged so
+        # q8 (device.unit_dtype): the table as its bundle stores it, one unit with one scale; scored and charged so
         self.unit_dtype = layout.read_config().device.unit_dtype
-        self.stored_items = stored_values(self.item_vectors[:, None, :], self.unit_dtype)[:, 0, :]
+        one_unit = np.zeros(len(self.item_vectors), dtype=np.int64)
+        self.stored_items = stored_values(self.item_vectors[:, None, :], one_unit, self.unit_dtype)[:, 0, :]
         # a composed item table (DLRM-CE): what the export writes; item_vectors are its composition
         self.composition = layout.read_config().model.composition(len(self.item_vectors))
         self.item_tensors = load_item_tensors(layout.embeddings)

@@ -43,19 +43,23 @@ def load_run(run: str | Path | RunLayout, *, overrides: list[str] | None = None)
 
 def export_run(run: str | os.PathLike[str] | Any, out_dir: str | os.PathLike[str], *,
                max_budget: Budget | str | int | None = None, groups: list[int] | None = None,
-               history: bool = True, data: Interactions | None = None, overwrite: bool = False) -> Path:
+               history: bool = True, data: Interactions | None = None, overwrite: bool = False,
+               overrides: list[str] | None = None) -> Path:
     """Write the export directory ``out_dir`` of a finished run of any method and return its path.
 
     ``run``: a run directory or a loaded PEEL :class:`peel.run.TrainedRun` (e.g. with device options
     overridden); ``max_budget``: keep only the unit prefix that fits it (BudgetError below a group's
     minimum); ``groups``: user groups to write (default all; users.peelb always lists every user);
     ``history``: store every user's training items so a device can exclude them; ``data``: the run's
-    dataset if already loaded (else reloaded from the run's data.json).
+    dataset if already loaded (else reloaded from the run's data.json); ``overrides``: device options of a
+    run directory, e.g. ``["device.unit_dtype=q8"]`` (a PEEL run's q8 bundles without retraining).
     """
     from peel.methods.peel import PeelModel
     from peel.run import TrainedRun
 
-    model = PeelModel(run) if isinstance(run, TrainedRun) else load_run(run)
+    if isinstance(run, TrainedRun) and overrides:
+        raise PeelError("export_run: give device overrides with a run directory, or load the TrainedRun with them")
+    model = PeelModel(run) if isinstance(run, TrainedRun) else load_run(run, overrides=overrides)
     data = data if data is not None else model.layout.load_data()
     parsed = None
     if max_budget is not None:  # a percentage is of this run's full table

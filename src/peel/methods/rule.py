@@ -82,7 +82,7 @@ class RuleModel(TrainedModel):
         self.space, estimators = load_estimators(layout.rule_estimator, n_features)
         self.estimator = estimators[self.reading]
         self.scoring = Scoring(stored_values(self.items.reshape(len(self.items), m.n_blocks, m.block_dim),
-                                             config.device.unit_dtype),
+                                             self.item_group, config.device.unit_dtype),
                                self.users.astype(np.float32), self.item_group, config.device.eq10_scale)
         self._data: Interactions | None = None
 

@@ -49,13 +49,12 @@ MUTATION_ATTEMPTS = 100
 # ---------------------------------------------------------------------- structures
 def structure_bytes(structure: np.ndarray, layout: UnitLayout) -> int:
     """Bytes a device holds for ``structure``: the kept blocks of every item + the user vector."""
-    blocks = int(structure.sum(axis=1) @ np.asarray(layout.item_group_sizes, dtype=np.int64))
-    return blocks * layout.row_bytes + layout.user_vector_bytes
+    return int(structure.sum(axis=1) @ layout.group_unit_bytes) + layout.user_vector_bytes
 
 
 def minimum_bytes(layout: UnitLayout) -> int:
     """One block per item group + the user vector: the smallest structure."""
-    return int(np.sum(layout.item_group_sizes)) * layout.row_bytes + layout.user_vector_bytes
+    return int(layout.group_unit_bytes.sum()) + layout.user_vector_bytes
 
 
 def check_budget(layout: UnitLayout, budget_bytes: int) -> None:
@@ -66,7 +65,7 @@ def check_budget(layout: UnitLayout, budget_bytes: int) -> None:
 
 
 def _unit_costs(layout: UnitLayout) -> np.ndarray:
-    return np.asarray(layout.item_group_sizes, dtype=np.int64) * layout.row_bytes
+    return layout.group_unit_bytes
 
 
 def _fill(structure: np.ndarray, layout: UnitLayout, budget_bytes: int, rng: np.random.Generator,
@@ -514,7 +513,8 @@ def _labels_and_estimators(data: Interactions, layout: RunLayout, *, resume: boo
     m = config.model
     units = UnitLayout(np.bincount(item_group, minlength=config.grouping.item_groups), m.n_blocks, m.block_dim,
                        config.device.unit_dtype)
-    scoring = Scoring(stored_values(items.reshape(len(items), m.n_blocks, m.block_dim), config.device.unit_dtype),
+    scoring = Scoring(stored_values(items.reshape(len(items), m.n_blocks, m.block_dim), item_group,
+                                    config.device.unit_dtype),
                       users.astype(np.float32), item_group, config.device.eq10_scale)
     timings: dict[str, float] = {}
     if not layout.rule_labels.exists():
