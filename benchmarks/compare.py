@@ -428,9 +428,7 @@ def main() -> None:
         name = results_name(Path(args.data).name, args.unit_dtype)
         payload = json.loads((RESULTS_DIR / f"{name}.json").read_text())
         print(plot(payload))
-        text = (RESULTS_DIR / f"{name}.md").read_text()
-        footer = text[text.index("\n- command: "):]
-        (RESULTS_DIR / f"{name}.md").write_text(f"# {name}\n\n{markdown(payload).strip()}\n{footer}")
+        write_result(name, payload, markdown(payload), keep_meta=True)
         return
 
     data = load(args.data)

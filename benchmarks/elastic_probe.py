@@ -87,14 +87,24 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, required=True)
     parser.add_argument("--reference", default=None)
     parser.add_argument("--recipe", default="", help="'tuned' or overrides separated by ';' for every variant")
-    parser.add_argument("variants", nargs="+")
+    parser.add_argument("--note", default=None,
+                        help="append this note to the results (keeping their command, date and machine); no training")
+    parser.add_argument("variants", nargs="*")
     args = parser.parse_args()
+    if not args.variants and args.note is None:
+        parser.error("give variants to train, or --note")
     data = load(args.data)
     recipe = [p for p in args.recipe.split(";") if p] if args.recipe != "tuned" else \
         [o for o in chosen_overrides(data.name, "lightgcn") if o.startswith("pretrain.")]
     path = RESULTS_DIR / f"elastic_probe_{data.name}.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     variants, notes = previous.get("variants", {}), previous.get("notes", [])
+    if args.note is not None:
+        if not previous:
+            parser.error(f"--note: no results at {path} to add it to")
+        payload = {"dataset": data.name, "variants": variants, "notes": [*notes, args.note]}
+        write_result(f"elastic_probe_{data.name}", payload, markdown(payload), keep_meta=True)
+        notes = payload["notes"]
     for text in args.variants:
         row = probe(data, args.data, args.runs, text, recipe, args.reference or data.name)
         variants[row["name"]] = row

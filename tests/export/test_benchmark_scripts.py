@@ -443,3 +443,21 @@ def test_quantization_probe_rounds_each_item_block_on_its_own_scale() -> None:
     assert (out[1, :2] == 0).all() and out[1, 2] == pytest.approx(0.3, rel=1e-3)
     assert out[1, 3] == pytest.approx(-0.3 * 5 / 7, rel=1e-3)
     assert np.abs(rounded(items, n_blocks=2, bits=16) - items).max() < 1e-2
+
+
+def test_a_rewritten_result_keeps_the_command_date_and_machine_it_was_measured_with(tmp_path) -> None:
+    from peel.bench import write_result
+
+    write_result("probe", {"rows": [1], "notes": []}, "| a |", results_dir=tmp_path)
+    measured = json.loads((tmp_path / "probe.json").read_text())
+    measured_md = (tmp_path / "probe.md").read_text()
+    for key in ("command", "date", "machine"):
+        measured[key] = f"then: {key}" if key != "machine" else {**measured[key], "cpus": 99}
+    (tmp_path / "probe.json").write_text(json.dumps(measured))  # as if measured elsewhere, earlier
+    write_result("probe", {"rows": [1], "notes": ["a note"]}, "| a | with a note |", results_dir=tmp_path,
+                 keep_meta=True)
+    again = json.loads((tmp_path / "probe.json").read_text())
+    assert again["notes"] == ["a note"] and again["command"] == "then: command" and again["date"] == "then: date"
+    text = (tmp_path / "probe.md").read_text()
+    assert "with a note" in text and "- command: `then: command`" in text and "99 CPUs" in text
+    assert text != measured_md

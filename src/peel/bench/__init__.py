@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import shlex
@@ -53,11 +54,16 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
 
 
-def write_result(name: str, payload: dict[str, Any], table: str, *, results_dir: Path | None = None) -> Path:
-    """Write ``<name>.json`` and ``<name>.md`` with the command, machine and date."""
+def write_result(name: str, payload: dict[str, Any], table: str, *, results_dir: Path | None = None,
+                 keep_meta: bool = False) -> Path:
+    """Write ``<name>.json`` and ``<name>.md`` with the command, machine and date; ``keep_meta``: a rewrite of
+    existing results (a note added, a table redrawn) keeps the command, machine and date they were measured by."""
     results_dir = results_dir or RESULTS_DIR
     meta = {"command": command_line(), "date": timestamp(),
             "machine": machine_info()}
+    if keep_meta:
+        measured = json.loads((results_dir / f"{name}.json").read_text())
+        meta = {key: measured[key] for key in meta}
     write_json_atomic(results_dir / f"{name}.json", {**meta, **payload})
     machine = meta["machine"]
     md = (f"# {name}\n\n{table.strip()}\n\n"
