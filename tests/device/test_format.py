@@ -85,6 +85,16 @@ def test_unit_dtype_refusals(tmp_path: Path, make: Any) -> None:
     rewrite(made.path, {**header, "unit_dtype": "q8"}, data)  # float32 payloads declared as q8
     with pytest.raises(BundleError, match=r"units\[0\] spans 80 bytes, a q8 unit of 10 items x 2 dims is 24"):
         Bundle.open(made.path)
+    q8 = make(tmp_path / "q8.peelb", unit_dtype="q8")
+    header, data = split(q8.path)
+    unit = header["units"][0]
+    begin, end = unit["data_offsets"]
+    for bad in (np.nan, -1.0, np.inf):  # a scale must be finite and >= 0, even under a valid checksum
+        payload = data[begin: end - 4] + np.array([bad], "<f4").tobytes()
+        units = [{**unit, "crc32": zlib.crc32(payload)}, *header["units"][1:]]
+        rewrite(q8.path, {**header, "units": units}, data[:begin] + payload + data[end:])
+        with pytest.raises(BundleError, match=r"unit 0 \(item group \d+, block \d+\) has scale"):
+            Bundle.open(q8.path)
     rewrite(made.path, {**header, "unit_dtype": "q4"}, data)
     with pytest.raises(BundleError, match="unit_dtype must be one of"):
         Bundle.open(made.path)
