@@ -204,6 +204,8 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["", f"Targets: median <= {TARGETS['median_ms_at_largest']} ms at {payload['budgets'][-1]} on one core; "
               f"<= {TARGETS['ratio_to_streaming']}x the streaming time (stretch); shrink and grow <= "
               f"{TARGETS['shrink_ms']} ms; iot peak RSS <= 64 MB. The paper reports 214-943 ms per user."]
+    if payload.get("note"):
+        lines += ["", f"Note: {payload['note']}"]
     return "\n".join(lines)
 
 
@@ -218,6 +220,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="ascending; the first is the shrink target")
     parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results")
+    parser.add_argument("--note", default="", help="a line for the results, e.g. what else ran on the machine")
     parser.add_argument("--name", default="device_latency",
                         help="results file name, e.g. device_latency_q8 for an export of q8 units")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -240,7 +243,7 @@ def main() -> None:
             profiles.append(run_profile(name, export, sample, args.k, args.repeats, budgets))
     unit_dtype = json.loads((export / "index.json").read_text()).get("unit_dtype", "f32")
     payload = {"export": str(export), "unit_dtype": unit_dtype, "k": args.k, "budgets": budgets, "sample": info,
-               "targets": TARGETS,
+               "targets": TARGETS, "note": args.note,
                "profiles": profiles}
     table = markdown(payload)
     path = write_result(args.name, payload, table, results_dir=args.results_dir)
