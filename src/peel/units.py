@@ -75,9 +75,13 @@ def quantize_unit(values: np.ndarray) -> tuple[np.ndarray, np.float32]:
     if not np.isfinite(absmax):
         raise ConfigError("a unit holds non-finite values: q8 cannot store them")
     scale = absmax / np.float32(Q8_LEVELS)
-    if scale == 0:
-        return np.zeros(values.shape, dtype=np.int8), np.float32(0)
-    return np.clip(np.rint(values / scale), -Q8_LEVELS, Q8_LEVELS).astype(np.int8), scale
+    return _round_q8(values, scale), scale
+
+
+def _round_q8(values: np.ndarray, scale: np.ndarray | np.float32) -> np.ndarray:
+    """``values`` / ``scale`` rounded half to even into [-127, 127] as int8; 0 where the scale is 0."""
+    ratio = np.divide(values, scale, out=np.zeros_like(values), where=scale > 0)
+    return np.clip(np.rint(ratio), -Q8_LEVELS, Q8_LEVELS).astype(np.int8)
 
 
 def dequantize_unit(q: np.ndarray, scale: np.floating | float) -> np.ndarray:
@@ -98,8 +102,7 @@ def stored_values(blocks: np.ndarray, item_group: np.ndarray, unit_dtype: str) -
     if not np.isfinite(absmax).all():
         raise ConfigError("a unit holds non-finite values: q8 cannot store them")
     scale = (absmax / np.float32(Q8_LEVELS))[item_group][:, :, None]  # (items, N, 1), the unit's scale
-    ratio = np.divide(blocks, scale, out=np.zeros_like(blocks), where=scale > 0)
-    return np.clip(np.rint(ratio), -Q8_LEVELS, Q8_LEVELS).astype(np.int8).astype(np.float32) * scale
+    return _round_q8(blocks, scale).astype(np.float32) * scale
 
 
 @dataclass(frozen=True)
