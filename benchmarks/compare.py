@@ -39,7 +39,7 @@ from peel.data import load
 from peel.evaluation import PopularityScorer, evaluate
 from peel.evaluation.significance import paired_test
 from peel.methods import FIXED_METHODS, METHODS, load_run
-from peel.methods.fixed import FIXED_SPECS
+from peel.methods.fixed import FIXED_SPECS, Q8_METHODS
 from peel.run_layout import RunLayout
 from peel.units import UNIT_DTYPES
 
@@ -90,11 +90,6 @@ def budgets_for(data: Any, reference: str | None) -> list[Budget]:
 def results_name(dataset: str, unit_dtype: str = "f32") -> str:
     """compare_<dataset>, or compare_<dataset>_<unit dtype> for a comparison at another precision."""
     return f"compare_{dataset}" + ("" if unit_dtype == "f32" else f"_{unit_dtype}")
-
-
-def q8_methods() -> tuple[str, ...]:
-    """The fitted methods that store one item table, so can store it as q8 units."""
-    return tuple(n for n, s in FIXED_SPECS.items() if s.item_table == "full" and s.fits == "dim")
 
 
 def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...],
@@ -411,7 +406,7 @@ def main() -> None:
                              "runs to a table whose other runs were trained on another machine")
     parser.add_argument("--unit-dtype", default="f32", choices=UNIT_DTYPES,
                         help="how every model stores its item table: f32, or q8 (PEEL against the fitted "
-                             f"{'/'.join(q8_methods())} at 8 bits; use RUNS of its own)")
+                             f"{'/'.join(Q8_METHODS)} at 8 bits; use RUNS of its own)")
     parser.add_argument("--skip", default="",
                         help="runs to leave out (comma-separated names; listed as not run in the results), e.g. "
                              "lightgcn-full when there is no time to train it")
@@ -419,9 +414,9 @@ def main() -> None:
     fitted = tuple(m for m in args.fitted.split(",") if m)
     if unknown := set(fitted) - set(FIXED_METHODS):
         parser.error(f"--fitted: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(FIXED_METHODS)}")
-    if args.unit_dtype != "f32" and (float32 := set(fitted) - set(q8_methods())):
+    if args.unit_dtype != "f32" and (float32 := set(fitted) - set(Q8_METHODS)):
         parser.error(f"--unit-dtype {args.unit_dtype}: {', '.join(sorted(float32))} store float32 tables; "
-                     f"give --fitted from {', '.join(q8_methods())}")
+                     f"give --fitted from {', '.join(Q8_METHODS)}")
     if args.replot:  # redraw the PNG and rewrite the markdown from the JSON, keeping its command, date, machine
         import json
 

@@ -236,7 +236,7 @@ def test_compare_at_q8_fits_the_full_size_model_at_q8_and_writes_its_own_results
     assert runs["lightgcn-full"][1].bytes == device_bytes(55_268, 128, "q8") == 55_268 * 128 + 4 + 512
     assert compare.results_name("yelp2018-sub", "q8") == "compare_yelp2018-sub_q8"
     assert compare.results_name("yelp2018-sub") == "compare_yelp2018-sub"
-    assert compare.q8_methods() == ("lightgcn", "pmf")
+    assert compare.Q8_METHODS == ("lightgcn", "pmf")
 
 
 def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:

@@ -47,6 +47,11 @@ class FixedSpec:
     teacher: bool = False
     search: str = ""  # fits "item_dims": the search that gives each item its dims (peel.training.search)
 
+    @property
+    def one_table(self) -> bool:
+        """One full item table of k dims: what can be stored as a q8 unit (device.unit_dtype=q8)."""
+        return self.item_table == "full" and self.fits == "dim"
+
 
 FIXED_SPECS = {"lightgcn": FixedSpec("LightGCN", True), "pmf": FixedSpec("PMF", False),
                "dlrm-ce": FixedSpec("DLRM-CE", False, "quotient_remainder"),
@@ -55,6 +60,7 @@ FIXED_SPECS = {"lightgcn": FixedSpec("LightGCN", True), "pmf": FixedSpec("PMF", 
                "autoemb": FixedSpec("AutoEmb", True, fits="item_dims", search="autoemb")}
 SMALLEST_ITEM_DIM = 2  # per-item dims: the smallest candidate, and the block every candidate is a multiple of
 FIXED_METHODS = {name: spec.label for name, spec in FIXED_SPECS.items()}  # method name -> label in tables
+Q8_METHODS = tuple(name for name, spec in FIXED_SPECS.items() if spec.one_table)  # may store their table as q8
 
 
 def fitted_config(config: PeelConfig, method: str, size: int) -> PeelConfig:
@@ -136,10 +142,10 @@ class FixedSizeMethod(Method):
                             "apply to --method peel only (--stage-a-from also to rule)")
         if budget is None:
             raise PeelError(f"--method {self.name} is fitted to one budget: give --budget, e.g. 5MB-eq")
-        if config.device.unit_dtype != "f32" and (spec.item_table != "full" or spec.fits != "dim"):
-            stored = ", ".join(n for n, s in FIXED_SPECS.items() if s.item_table == "full" and s.fits == "dim")
+        if config.device.unit_dtype != "f32" and not spec.one_table:
             raise PeelError(f"device.unit_dtype={config.device.unit_dtype}: of the fitted methods only those with one "
-                            f"item table ({stored}) store it quantized; --method {self.name} stores float32")
+                            f"item table ({', '.join(Q8_METHODS)}) store it quantized; --method {self.name} stores "
+                            "float32")
         size = fitted_size(data.n_items, budget, config, self.name)
         fitted = fitted_config(config, self.name, size)
         item_dims = (spec.search, budget.bytes) if spec.search else None
