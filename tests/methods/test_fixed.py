@@ -200,6 +200,8 @@ def test_lightrec_distils_a_given_teacher_and_refuses_a_mismatched_one(small_dat
     assert info["teacher"] == str(teacher) and not (tmp_path / "student" / "teacher").exists()
     assert info["device_bytes"] <= budget.bytes
     assert load_run(tmp_path / "student").composition.codebooks == info["codebooks"]
+    history = json.loads((tmp_path / "student" / "pretrain" / "result.json").read_text())["history"]
+    assert history[0]["epoch"] == 0 and "score" in history[0]  # the teacher's quantized start is a candidate
     with pytest.raises(PeelError, match="the student needs 12 dims"):
         METHODS["lightrec"].fit(small_data, tmp_path / "other", config.with_overrides(["model.n_blocks=3"]),
                                 budget=budget, progress=False, teacher=teacher)

@@ -73,3 +73,16 @@ def test_a_resumed_run_that_had_stopped_early_trains_no_further(tmp_path) -> Non
     again, _, model = _fit(tmp_path, [], max_epochs=20, patience=2, resume=True)
     assert again.stopped_early and again.epochs_run == 3 and len(again.history) == 3
     assert torch.equal(model.weight, weights)  # the best epoch's weights, restored
+
+
+def test_validate_start_keeps_the_starting_model_when_training_only_hurts(tmp_path) -> None:
+    torch.manual_seed(0)
+    start = torch.nn.Linear(3, 1).weight.detach().clone()
+    kept, _, model = _fit(tmp_path / "a", [0.9, 0.5, 0.4, 0.3], max_epochs=10, patience=3, validate_start=True)
+    assert kept.best_epoch == 0 and kept.history[0] == {"epoch": 0, "score": 0.9}
+    assert kept.stopped_early and kept.epochs_run == 3
+    assert torch.equal(model.weight, start)  # restored to the untrained weights
+    improved, _, _ = _fit(tmp_path / "b", [0.1, 0.5, 0.4], max_epochs=2, patience=3, validate_start=True)
+    assert improved.best_epoch == 1 and improved.best_score == 0.5
+    resumed, _, _ = _fit(tmp_path / "b", [0.6], max_epochs=3, patience=3, resume=True, validate_start=True)
+    assert resumed.best_epoch == 3 and [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]  # no second start

@@ -77,6 +77,7 @@ def fit(
     keep_best: dict[str, Stateful] | None = None,
     on_best: Callable[[], None] | None = None,
     after_epoch: Callable[[int], dict[str, float] | None] | None = None,
+    validate_start: bool = False,
     progress: bool = False,
     desc: str = "train",
 ) -> LoopResult:
@@ -87,6 +88,8 @@ def fit(
     ``on_best`` runs whenever validation improves (e.g. to record the controller's output).
     ``after_epoch(epoch)`` runs after each epoch's batches, before validation (e.g. a search's policy
     step); what it returns is logged with the epoch.
+    ``validate_start``: a fresh run also validates the model before any training, as epoch 0, so a model
+    that starts trained (LightRec's codes from its teacher) is kept as it started if training only hurts.
     With ``lr_decay < 1`` and ``lr_patience > 0``, every ``lr_patience`` validations in a row without
     improvement multiply the optimizer's learning rates by ``lr_decay`` (the rates live in the
     optimizer's state, so a resumed run continues with the decayed rate).
@@ -114,6 +117,12 @@ def fit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_epochs, initial=state["epoch"], desc=desc, unit="epoch", leave=False)
+    if validate is not None and validate_start and state["epoch"] == 0 and state["best"] is None:
+        start: dict[str, float] = {"epoch": 0}
+        _validate(0, start, validate=validate, model=model, optimizer=optimizer, state=state, sign=sign,
+                  keep_best=keep_best, on_best=on_best, lr_decay=1.0, lr_patience=0)
+        state["history"].append(start)
+        log.info("%s before training: score=%.5g", desc, start["score"])
     for epoch in epochs:
         t0 = time.perf_counter()
         model.train()
@@ -129,23 +138,8 @@ def fit(
         if after_epoch is not None:
             record.update(after_epoch(epoch) or {})
         if validate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
-            model.eval()
-            with torch.no_grad():
-                score = float(validate())
-            record["score"] = score
-            if sign * score > state["best_score"]:
-                state.update(best_epoch=epoch, best_score=sign * score, bad=0, since_decay=0,
-                             best={k: copy.deepcopy(m.state_dict()) for k, m in keep_best.items()})
-                if on_best is not None:
-                    on_best()
-            else:
-                state["bad"] += 1
-                state["since_decay"] = state.get("since_decay", 0) + 1
-                if lr_decay < 1.0 and lr_patience > 0 and state["since_decay"] >= lr_patience:
-                    for group in optimizer.param_groups:
-                        group["lr"] *= lr_decay
-                    state["since_decay"] = 0
-                    record["lr"] = optimizer.param_groups[0]["lr"]
+            _validate(epoch, record, validate=validate, model=model, optimizer=optimizer, state=state, sign=sign,
+                      keep_best=keep_best, on_best=on_best, lr_decay=lr_decay, lr_patience=lr_patience)
         record["seconds"] = time.perf_counter() - t0
         state["history"].append(record)
         state["epoch"] = epoch
@@ -170,6 +164,30 @@ def fit(
     return LoopResult(best_epoch=state["best_epoch"], best_score=best_score, epochs_run=state["epoch"],
                       stopped_early=stopped_early, history=state["history"],
                       seconds=time.perf_counter() - start_time)
+
+
+def _validate(epoch: int, record: dict[str, float], *, validate: Callable[[], float], model: torch.nn.Module,
+              optimizer: torch.optim.Optimizer, state: dict[str, Any], sign: float, keep_best: dict[str, Stateful],
+              on_best: Callable[[], None] | None, lr_decay: float, lr_patience: int) -> None:
+    """Score the model on validation into ``record``; keep it as the best, or count a bad validation (and
+    decay the learning rate after ``lr_patience`` of them in a row)."""
+    model.eval()
+    with torch.no_grad():
+        score = float(validate())
+    record["score"] = score
+    if sign * score > state["best_score"]:
+        state.update(best_epoch=epoch, best_score=sign * score, bad=0, since_decay=0,
+                     best={k: copy.deepcopy(m.state_dict()) for k, m in keep_best.items()})
+        if on_best is not None:
+            on_best()
+        return
+    state["bad"] += 1
+    state["since_decay"] = state.get("since_decay", 0) + 1
+    if lr_decay < 1.0 and lr_patience > 0 and state["since_decay"] >= lr_patience:
+        for group in optimizer.param_groups:
+            group["lr"] *= lr_decay
+        state["since_decay"] = 0
+        record["lr"] = optimizer.param_groups[0]["lr"]
 
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

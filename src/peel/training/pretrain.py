@@ -188,7 +188,8 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
     loop = fit(model=model, optimizer=optimizer, batches=batches, step=step, validate=validate, mode="max",
                max_epochs=config.max_epochs, patience=config.patience, eval_every=config.eval_every,
                lr_decay=config.lr_decay, lr_patience=config.lr_patience, checkpoint=checkpoint,
-               checkpoint_seconds=CHECKPOINT_SECONDS, resume=resume, progress=progress, desc="pretrain")
+               checkpoint_seconds=CHECKPOINT_SECONDS, resume=resume, progress=progress, desc="pretrain",
+               validate_start=teacher is not None)
     model.eval()  # a codebook table composes its exact hard codes only outside training
     with torch.no_grad():
         users, items = model.final_embeddings()
