@@ -548,6 +548,7 @@ def config_from_sources(path: str | Path | None = None, overrides: list[str] | N
 IMPLIED_KEYS = ("model.item_table", "model.qr_op", "model.qr_buckets", "model.codebooks", "model.codewords",
                 "pretrain.distillation", "pretrain.search_epochs", "pretrain.self_distillation",
                 "pretrain.nested_weight_power",
+                "device.unit_dtype",  # float32 units: the only kind before q8
                 # only derives pretrain.lr when it is 0 (auto), and a run's config.json holds the derived lr
                 "pretrain.lr_batch_power",
                 *(f"rule.{f.name}" for f in dataclasses.fields(RuleConfig)), "rule")

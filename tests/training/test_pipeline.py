@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from peel.budget import Budget
 from peel.cli import app
-from peel.config import resolve_for_data
+from peel.config import PeelConfig, resolve_for_data
 from peel.data import save_presplit
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
@@ -75,8 +75,9 @@ def test_existing_run_needs_resume_and_same_config(trained, small_data, small_co
         train(small_data, old, small_config, resume=True, progress=False)
     # ... except a key that changes nothing once the run's lr is derived: the auto-lr rule
     values = json.loads((trained / "config.json").read_text())
-    del values["pretrain"]["lr_batch_power"]
+    del values["pretrain"]["lr_batch_power"], values["device"]["unit_dtype"]  # before q8 every run was float32
     (old / "config.json").write_text(json.dumps(values))
+    assert PeelConfig().device.unit_dtype == "f32", "an older run without device.unit_dtype is float32: fill that"
     train(small_data, old, small_config.with_overrides(["pretrain.lr_batch_power=0.5"]), resume=True, progress=False)
     with pytest.raises(PeelError, match="differs"):  # the derived lr itself still counts
         train(small_data, old, small_config.with_overrides(["pretrain.lr=0", "pretrain.lr_batch_power=0.5"]),
