@@ -251,6 +251,9 @@ def test_tuning_grid_scales_the_defaults_and_names_runs() -> None:
     from peel.methods import FIXED_METHODS
 
     assert set(tuning.STRUCTURE_GRID) <= set(FIXED_METHODS)
+    # a method that starts from its teacher is also fine-tuned at a tenth of the rate; the others are not
+    assert tuning.lr_batch_grid("lightrec") == (*tuning.LR_BATCH_GRID, (1, 0.1))
+    assert tuning.lr_batch_grid("dlrm-ce") == tuning.LR_BATCH_GRID
     for extras in tuning.STRUCTURE_GRID.values():
         for extra in extras:
             PeelConfig().with_overrides([extra])
@@ -293,7 +296,7 @@ def test_tuning_resumes_from_committed_rows_and_reports_each_configuration(tmp_p
     monkeypatch.setattr(tuning, "run_one", fake_run)
     reports: list[dict] = []
     first = tuning.tune(Data(), "", tmp_path, "dlrm-ce", on_row=reports.append)
-    n = len(tuning.L2_GRID) + len(tuning.LR_BATCH_GRID) + len(tuning.STRUCTURE_GRID["dlrm-ce"])
+    n = len(tuning.L2_GRID) + len(tuning.lr_batch_grid("dlrm-ce")) + len(tuning.STRUCTURE_GRID["dlrm-ce"])
     assert len(trained) == len(first["rows"]) == len(reports) == n
     assert [len(r["rows"]) for r in reports] == list(range(1, n + 1)) and all(r["unfinished"] for r in reports)
     assert "pretrain.l2=0.01" in first["best"]
