@@ -25,8 +25,9 @@ measured on ml-100k, both searches then chose D for every item) and the budget r
   epochs would be spent before the policy learned anything). With one proposal per item and epoch at
   probability p (as until 2026-12-03), decisions ignored use: on yelp2018-sub at 5MB-eq 1,579 items reached
   D = 128 holding 17% of the interactions, the least popular decile had more dims (10.4 on average) than
-  the middle ones (about 7), and the fitted model scored far below AutoEmb's at the same bytes. Measured on ml-100k (D=32, 10 epochs, three seeds): Spearman +0.46 to +0.62 between
-  dims and popularity; the reward summed per item against one global baseline gave -0.35 to -0.76.
+  the middle ones (about 7), and the fitted model scored far below AutoEmb's at the same bytes. Measured
+  on ml-100k (D=32, 10 epochs, three seeds), one decision per item and epoch: Spearman +0.46 to +0.62
+  between dims and popularity; the reward summed per item against one global baseline gave -0.35 to -0.76.
 - ``autoemb`` (Zhao et al., ICDM 2021): a controller (an MLP of the item's log popularity) gives every
   item soft weights over the candidates, and its vector is the weighted sum of its truncations; DARTS'
   first-order alternation: per batch the controller steps on a validation batch, then the model on the
