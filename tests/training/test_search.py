@@ -68,7 +68,8 @@ def test_search_is_deterministic_fits_the_budget_and_resumes(search, small_data,
 def test_esapn_gives_popular_items_larger_dims(ml100k):
     """ESAPN's policy learns from frequency and loss that popular items profit most from more dims. The policy
     once reinforced whatever it happened to do first and gave the most popular items the fewest dims (ml-100k:
-    Spearman -0.35 to -0.76 over three seeds); now +0.46 to +0.62, the top decile at 19-26 of 32 dims."""
+    Spearman -0.35 to -0.76 over three seeds); with one decision per item and epoch +0.46 to +0.62, the top
+    decile at 19-26 of 32 dims; deciding at each use (ESAPN's way) +0.81 to +0.87, the top decile at 32."""
     from scipy.stats import spearmanr
 
     model = PeelConfig().with_overrides(["model.n_blocks=4", "model.block_dim=8"]).model  # D = 32
@@ -77,5 +78,5 @@ def test_esapn_gives_popular_items_larger_dims(ml100k):
     dims = search_item_dims(ml100k, model_config=model, config=PeelConfig().pretrain, search="esapn", seed=1,
                             epochs=10, smallest=2, budget_bytes=budget)
     deciles = np.array_split(np.argsort(popularity, kind="stable"), 10)
-    assert spearmanr(dims, popularity)[0] > 0.2
+    assert spearmanr(dims, popularity)[0] > 0.7
     assert dims[deciles[-1]].mean() > 2 * dims[deciles[0]].mean()
