@@ -26,6 +26,7 @@ committed results (marked †, with the date it was measured):
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -350,9 +351,14 @@ def markdown(payload: dict[str, Any]) -> str:
     paired_peels = list(dict.fromkeys(t["a"] for t in payload["paired"]))
     for label in paired_peels:
         ndcg = [t for t in payload["paired"] if t["a"] == label and t["metric"] == "ndcg@50"]
-        losses = [f"{t['budget']} ({t['relative']:+.0%}, p = {t['p_value']:.1g})" for t in ndcg
+        per_budget = Counter(t["budget"] for t in ndcg)  # a budget with two yardsticks names the fitted model
+
+        def where(t: dict[str, Any], per_budget: Counter = per_budget) -> str:
+            return t["budget"] if per_budget[t["budget"]] == 1 else f"{t['budget']} against {t['b']}"
+
+        losses = [f"{where(t)} ({t['relative']:+.0%}, p = {t['p_value']:.1g})" for t in ndcg
                   if t["difference"] < 0 and t["p_value"] < 0.05]
-        wins = [t["budget"] for t in ndcg if t["difference"] > 0 and t["p_value"] < 0.05]
+        wins = [where(t) for t in ndcg if t["difference"] > 0 and t["p_value"] < 0.05]
         lines += ["", f"**Where {label} loses** (NDCG@50, significant at 5%): {', '.join(losses) or 'nowhere'}; "
                   f"where it wins: {', '.join(wins) or 'nowhere'}."]
     best: dict[str, dict[str, Any]] = {}
