@@ -464,3 +464,19 @@ def test_a_rewritten_result_keeps_the_command_date_and_machine_it_was_measured_w
     text = (tmp_path / "probe.md").read_text()
     assert "with a note" in text and "- command: `then: command`" in text and "99 CPUs" in text
     assert text != measured_md
+
+
+def test_paired_script_pairs_two_runs_user_by_user_at_each_budget_both_serve(tiny_run, tiny_data) -> None:
+    from peel.budget import Budget, device_bytes
+    from peel.methods import load_run
+
+    module = _script("paired")
+    full = device_bytes(tiny_data.n_items, load_run(tiny_run).run.config.model.dim)
+    budgets = [Budget(full // 2, "half"), Budget(full, "all")]
+    rows = module.pair(tiny_data, tiny_run, tiny_run, budgets, "valid")
+    assert [(r["budget"], r["metric"]) for r in rows] == [(b, m) for b in ("half", "all") for m in module.METRICS]
+    for row in rows:  # a run against itself: the same users, every one a tie
+        assert row["difference"] == 0.0 and row["ties"] == row["users"] > 0 and row["p_value"] == 1.0
+    half, whole = rows[3], rows[7]  # ndcg@50 at each budget: the half budget really is the smaller model
+    assert half["mean_a"] != whole["mean_a"]
+    assert "| half | ndcg@50 |" in module.markdown(rows, tiny_run, tiny_run, "valid")
