@@ -47,7 +47,7 @@ def pair(data: Any, run_a: Path, run_b: Path, budgets: list[Budget], split: str)
 
 
 def _served(rows: dict[str, Any], budget: str) -> dict[str, Any] | None:
-    """The run's row at ``budget``, or its full-size row (a full-size model fits any budget it is paired at)."""
+    """The run's row at ``budget``, or its full-size row (a reference at every budget, whatever its bytes)."""
     return rows.get(budget) or rows.get("full")
 
 
