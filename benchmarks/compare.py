@@ -143,10 +143,12 @@ def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str
         out = runs / name
         paths[name] = out
         if (only is None or name in only) and not RunLayout(out).embeddings.exists():
-            # a distilled method (LightRec) distils the full-size LightGCN of the comparison when it has one
-            teacher = runs / FULL_LIGHTGCN[0] if FIXED_SPECS[method].teacher and FULL_LIGHTGCN[0] in fitted else None
+            # a distilled method (LightRec) distils the comparison's full-size LightGCN, also when --fitted
+            # leaves lightgcn out (else it would train a teacher of its own, with the student's L2 and rate)
+            teacher = runs / FULL_LIGHTGCN[0] if FIXED_SPECS[method].teacher else None
             if teacher is not None and not RunLayout(teacher).embeddings.exists():
-                raise SystemExit(f"{name} distils {FULL_LIGHTGCN[0]}: train it first (--only {FULL_LIGHTGCN[0]})")
+                raise SystemExit(f"{name} distils {FULL_LIGHTGCN[0]}: train it first "
+                                 f"(--fitted lightgcn --only {FULL_LIGHTGCN[0]})")
             print(f"training {method} at {budget} with {' '.join(overrides)}", flush=True)
             METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides + extra), budget=budget,
                                 data_path=data_path, resume=RunLayout(out).config.exists(), progress=False,

@@ -480,3 +480,23 @@ def test_paired_script_pairs_two_runs_user_by_user_at_each_budget_both_serve(tin
     half, whole = rows[3], rows[7]  # ndcg@50 at each budget: the half budget really is the smaller model
     assert half["mean_a"] != whole["mean_a"]
     assert "| half | ndcg@50 |" in module.markdown(rows, tiny_run, tiny_run, "valid")
+
+
+def test_compare_distils_the_comparisons_full_size_lightgcn_even_when_lightgcn_is_not_fitted(
+        tiny_data, tmp_path, monkeypatch) -> None:
+    from peel.budget import Budget
+    from peel.run_layout import RunLayout
+
+    compare = _script("compare")
+    fitted = {"lightrec-half": ("lightrec", Budget(10_000, "half"), [])}
+    seen = {}
+    monkeypatch.setattr(compare.METHODS["lightrec"], "fit", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setattr(compare, "PEEL_VARIANTS", {})
+    with pytest.raises(SystemExit, match="distils lightgcn-full: train it first"):
+        compare.train_all(tiny_data, "synthetic", tmp_path, fitted)
+    assert not seen  # refused rather than training a teacher of its own with the student's recipe
+    teacher = RunLayout(tmp_path / "lightgcn-full").embeddings
+    teacher.parent.mkdir(parents=True)
+    teacher.write_bytes(b"")
+    compare.train_all(tiny_data, "synthetic", tmp_path, fitted)
+    assert seen["teacher"] == tmp_path / "lightgcn-full"
