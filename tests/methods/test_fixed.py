@@ -210,3 +210,17 @@ def test_lightrec_distils_a_given_teacher_and_refuses_a_mismatched_one(small_dat
         with pytest.raises(PeelError, match="--teacher applies to"):
             METHODS[method].fit(small_data, tmp_path / method, config, progress=False, teacher=teacher,
                                 budget=None if method == "peel" else budget)
+
+
+def test_a_teacher_trained_for_lightrec_gets_lightgcns_recipe_and_the_runs_schedule():
+    from peel.config import PretrainConfig
+    from peel.methods.fixed import TEACHER_RECIPE, teacher_config
+
+    student = CONFIG.with_overrides(["pretrain.l2=0.1", "pretrain.lr=0.0014", "pretrain.batch_size=512",
+                                     "pretrain.max_epochs=7", "seed=5", "model.codewords=16"])
+    teacher = teacher_config(student, 16)
+    default = PretrainConfig()
+    assert all(getattr(teacher.pretrain, name) == getattr(default, name) for name in TEACHER_RECIPE)
+    assert (teacher.pretrain.l2, teacher.pretrain.lr) == (1e-2, 0.0)  # LightGCN's L2, its rate derived from data
+    assert (teacher.pretrain.max_epochs, teacher.seed) == (7, 5)  # the run's schedule and seed
+    assert (teacher.model.dim, teacher.model.item_table) == (16, "full")

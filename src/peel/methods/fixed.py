@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from peel.budget import BYTES_PER_FLOAT, Budget, device_bytes, format_bytes
-from peel.config import PeelConfig
+from peel.config import PeelConfig, PretrainConfig
 from peel.data.interactions import Interactions
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import DotProductScorer, Scorer
@@ -82,6 +82,21 @@ def fitted_config(config: PeelConfig, method: str, size: int) -> PeelConfig:
                              item_table=spec.item_table, codebooks=codebooks),
              pretrain=r(config.pretrain, lambda_div=0.0, nested="", allocation_budgets=0, l2_full_prefix=0.0,
                         l2_full_prefix_race=""))
+
+
+TEACHER_RECIPE = ("l2", "lr", "batch_size", "lr_at_65536", "lr_batch_power")  # PretrainConfig fields
+
+
+def teacher_config(config: PeelConfig, dim: int) -> PeelConfig:
+    """The full-size LightGCN of ``dim`` dims a distilled method trains as its teacher when none is given:
+    LightGCN's recipe (the pretraining defaults for ``TEACHER_RECIPE``, which are its tuned L2 and rate),
+    not the student's (LightRec's tuned L2 of 0.1 is far too strong for a LightGCN: 0.0225 against 0.0295
+    validation NDCG@50 on yelp2018-sub, benchmarks/results/tuning_yelp2018-sub.md), on the run's schedule
+    (epochs, validation, seed, threads)."""
+    default = PretrainConfig()
+    recipe = {name: getattr(default, name) for name in TEACHER_RECIPE}
+    base = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, **recipe))
+    return fitted_config(base, "lightgcn", dim)
 
 
 def model_device_bytes(config: PeelConfig, n_items: int) -> int:
@@ -154,7 +169,7 @@ class FixedSizeMethod(Method):
         teacher_plan = None
         if spec.teacher:  # a full-size LightGCN of D dims: given, or trained into RUN/teacher first
             record.update(codebooks=size, teacher=str(teacher) if teacher else "teacher")
-            teacher_plan = (Path(teacher) if teacher else None, fitted_config(config, "lightgcn", fitted.model.dim))
+            teacher_plan = (Path(teacher) if teacher else None, teacher_config(config, fitted.model.dim))
         return train(data, out, fitted, data_path=data_path, resume=resume, progress=progress, stop_after="pretrain",
                      method=record, teacher=teacher_plan, item_dims=item_dims)
 
