@@ -53,7 +53,7 @@ def child(data_path: str, steps: int, threads: int, seed: int) -> dict[str, Any]
     torch.set_num_threads(threads)
     data = load(data_path)
     config = PeelConfig(seed=seed)
-    pretrain = config.pretrain.resolved(data.count("train"))
+    pretrain = config.pretrain.resolved(data.count("train"), config.model.n_blocks)
     nested = pretrain.nested_blocks(config.model.n_blocks)
     l2 = pretrain.nested_l2(config.model.n_blocks) or pretrain.l2
     rng = np.random.default_rng(seed)
@@ -115,7 +115,7 @@ def main() -> None:
 
     data = load(args.data)
     if not args.steps:
-        batch = PeelConfig().pretrain.resolved(data.count("train")).batch_size
+        batch = PeelConfig().pretrain.resolved(data.count("train"), PeelConfig().model.n_blocks).batch_size
         args.steps = -(-data.count("train") // batch)
     src = Path(__file__).resolve().parents[1] / "src"
     variants: dict[str, tuple[str, Path, dict[str, str]]] = {

@@ -70,7 +70,7 @@ STRUCTURE_GRID: dict[str, tuple[str, ...]] = {
 
 
 def overrides_for(config: PeelConfig, n_train: int, l2: float, batch_factor: float, lr_factor: float) -> list[str]:
-    auto = config.pretrain.resolved(n_train)
+    auto = config.pretrain.resolved(n_train, config.model.n_blocks)
     batch = max(256, int(auto.batch_size * batch_factor))
     return [f"pretrain.l2={l2:g}", f"pretrain.batch_size={batch}", f"pretrain.lr={auto.lr * lr_factor:.6g}"]
 

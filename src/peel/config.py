@@ -96,7 +96,7 @@ class PretrainConfig:
     # Validation on amazon-book-sub picks 0 at every budget (benchmarks/results/pipeline_amazon-book-sub.md),
     # so the regularizer is off by default; set 1e-3 for the paper's PEEL.
     lambda_div: float = 0.0
-    max_epochs: int = 300
+    max_epochs: int = 400
     patience: int = 0           # evaluations without improvement of validation Recall@50 (0 = auto)
     eval_every: int = 0         # epochs between validations (0 = auto)
     eval_users: int = 10000     # fixed sample of validation users for early stopping (0 = all)
@@ -172,8 +172,9 @@ class PretrainConfig:
         the same way."""
         return dataclasses.replace(self, lr_at_65536=self.lr, lr_batch_power=0.0) if self.lr else self
 
-    def resolved(self, n_train: int) -> PretrainConfig:
-        """This config with every auto field (0) derived from the number of training interactions.
+    def resolved(self, n_train: int, n_blocks: int) -> PretrainConfig:
+        """This config with every auto field (0) derived from the number of training interactions (and,
+        for the validation cadence, from whether ``n_blocks`` blocks train nested).
 
         Chosen on validation (benchmarks/results/defaults_*.md): a batch of about n_train / 8 (a power
         of two in [1024, 65536]: about eight full-graph steps per epoch, so a small dataset still gets
@@ -183,14 +184,20 @@ class PretrainConfig:
         on any dataset, while an epoch grows with n_train); patience of about 50 epochs (validation Recall@50
         climbs slowly with plateaus of 20-25 epochs: with 20, the fitted LightGCN on yelp2018-sub stopped at
         epoch 200 at 0.0956 where it reached 0.0995 by the 300-epoch cap, benchmarks/results/compare_*.md).
+        Nested blocks validate NESTED_EVAL_FACTOR times less often: each validation ranks three prefixes, and
+        the elastic model keeps improving to the 400-epoch cap on amazon-book-sub, where validating every 12
+        epochs instead of 3 (patience 5) picks the same epoch in about the time 300 epochs took
+        (benchmarks/results/elastic_probe_amazon-book-sub.md).
         """
         batch = self.batch_size or int(2 ** min(16, max(10, round(math.log2(max(n_train, 1) / 8)))))
         lr = self.lr or round(self.lr_at_65536 * (batch / 65536) ** self.lr_batch_power, 6)
-        eval_every = self.eval_every or min(5, max(1, math.ceil(n_train / 150_000)))
+        factor = NESTED_EVAL_FACTOR if len(self.nested_blocks(n_blocks)) > 1 else 1
+        eval_every = self.eval_every or factor * min(5, max(1, math.ceil(n_train / 150_000)))
         patience = self.patience or math.ceil(50 / eval_every)
         return dataclasses.replace(self, batch_size=batch, lr=lr, eval_every=eval_every, patience=patience)
 
 
+NESTED_EVAL_FACTOR = 4  # the auto validation cadence of nested blocks, in multiples of an unnested run's
 PRETRAIN_AUTO = ("lr", "batch_size", "eval_every", "patience")  # 0 = derived from the data (resolve_for_data)
 
 
@@ -516,7 +523,7 @@ def validate_for_data(config: PeelConfig, *, n_users: int, n_items: int) -> None
 
 def resolve_for_data(config: PeelConfig, *, n_train: int) -> PeelConfig:
     """The config with every auto field (0 in :data:`PRETRAIN_AUTO`) derived from the data's size."""
-    return dataclasses.replace(config, pretrain=config.pretrain.resolved(n_train))
+    return dataclasses.replace(config, pretrain=config.pretrain.resolved(n_train, config.model.n_blocks))
 
 
 # Named configurations (peel train --preset NAME). "paper": PEEL as the paper and methods.md describe it

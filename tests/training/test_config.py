@@ -1,8 +1,16 @@
 import json
+import math
 
 import pytest
 
-from peel.config import PRETRAIN_AUTO, PeelConfig, config_from_sources, resolve_for_data, validate_for_data
+from peel.config import (
+    NESTED_EVAL_FACTOR,
+    PRETRAIN_AUTO,
+    PeelConfig,
+    config_from_sources,
+    resolve_for_data,
+    validate_for_data,
+)
 from peel.errors import ConfigError
 
 
@@ -22,8 +30,13 @@ def test_defaults_are_the_papers_where_speed_allows():
     (50_000_000, 65536, 0.01, 5, 10),   # huge: the largest batch, validation every 5 epochs
 ])
 def test_auto_pretraining_fields_follow_the_data_size(n_train, batch, sqrt_rule_lr, eval_every, patience):
+    unnested = resolve_for_data(PeelConfig().with_overrides(["pretrain.nested="]), n_train=n_train).pretrain
+    assert (unnested.batch_size, unnested.eval_every, unnested.patience) == (batch, eval_every, patience)
+    # nested blocks (the default) validate three prefixes each time, NESTED_EVAL_FACTOR times less often,
+    # with the same patience in epochs (about 50)
     p = resolve_for_data(PeelConfig(), n_train=n_train).pretrain
-    assert (p.batch_size, p.eval_every, p.patience) == (batch, eval_every, patience)
+    assert p.eval_every == NESTED_EVAL_FACTOR * eval_every and p.patience == math.ceil(50 / p.eval_every)
+    assert p.batch_size == batch
     assert p.lr == 0.01  # the same rate at any batch
     sqrt_rule = resolve_for_data(PeelConfig().with_overrides(["pretrain.lr_batch_power=0.5"]), n_train=n_train)
     assert sqrt_rule.pretrain.lr == pytest.approx(sqrt_rule_lr, rel=1e-6)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from peel.budget import Budget
 from peel.cli import app
-from peel.config import PeelConfig, resolve_for_data
+from peel.config import NESTED_EVAL_FACTOR, PeelConfig, resolve_for_data
 from peel.data import save_presplit
 from peel.errors import BudgetError, PeelError
 from peel.evaluation import PopularityScorer, evaluate
@@ -36,7 +36,8 @@ def test_run_directory_layout(trained, small_config, small_data):
     assert set(summary["seconds"]) == {"pretrain", "grouping", "finetune", "total"}
     assert small_config.pretrain.eval_every == 0  # auto in the requested config ...
     resolved = resolve_for_data(small_config, n_train=small_data.count("train"))
-    assert resolved.pretrain.eval_every == 1  # ... resolved from the data in the run's config.json
+    # ... resolved from the data in the run's config.json: every epoch on small data, times the nested factor
+    assert resolved.pretrain.eval_every == NESTED_EVAL_FACTOR
     assert json.loads((trained / "config.json").read_text()) == resolved.to_dict()
 
 

@@ -196,3 +196,68 @@ def test_summary_keeps_the_seconds_of_stages_finished_before_a_kill(tmp_path, sm
     assert seconds == summary["seconds"] and set(seconds) == {"pretrain", "grouping", "finetune", "total"}
     assert seconds["pretrain"] == pretrain_seconds
     assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"), abs=0.05)
+
+
+# ------------------------------------------------------------------------- a larger stage-a epoch cap on resume
+def _capped(config, max_epochs, patience=50):
+    """Stage a validated every epoch, no race, ``max_epochs`` and ``patience`` as given."""
+    return config.with_overrides([f"pretrain.max_epochs={max_epochs}", f"pretrain.patience={patience}",
+                                  "pretrain.eval_every=1", "pretrain.l2_full_prefix_race="])
+
+
+def test_a_larger_epoch_cap_continues_a_killed_stage_a_as_a_fresh_run_at_that_cap(tmp_path, small_data, small_config,
+                                                                                 monkeypatch):
+    from peel.training.pipeline import train
+    from peel.training.pretrain import load_pretrained
+
+    monkeypatch.setattr(pretrain_module, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every epoch
+    fresh = tmp_path / "fresh"
+    train(small_data, fresh, _capped(small_config, 4), progress=False, stop_after="pretrain")
+
+    original, calls = LightGCN.loss, {"n": 0}
+    batches_per_epoch = -(-small_data.count("train") // json.loads((fresh / "config.json").read_text())
+                          ["pretrain"]["batch_size"])
+
+    def dying_loss(self, *args, **kw):
+        calls["n"] += 1
+        if calls["n"] > 2 * batches_per_epoch:  # dies inside epoch 3 of a 3-epoch cap
+            raise Killed
+        return original(self, *args, **kw)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(LightGCN, "loss", dying_loss)
+    with pytest.raises(Killed):
+        train(small_data, out, _capped(small_config, 3), progress=False, stop_after="pretrain")
+    monkeypatch.setattr(LightGCN, "loss", original)
+    train(small_data, out, _capped(small_config, 4), resume=True, progress=False, stop_after="pretrain")
+    assert json.loads((out / "config.json").read_text()) == json.loads((fresh / "config.json").read_text())
+    assert json.loads((out / "pretrain" / "result.json").read_text())["epochs_run"] == 4
+    # bit for bit: one process, one thread count, the same batches (test_killed_pretraining_resumes_...)
+    for a, b in zip(load_pretrained(out / "pretrain" / "embeddings.npz"),
+                    load_pretrained(fresh / "pretrain" / "embeddings.npz"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_larger_epoch_cap_keeps_a_stage_a_that_stopped_early_and_refuses_one_that_reached_its_cap(
+        tmp_path, small_data, small_config):
+    from peel.errors import PeelError
+    from peel.training.pipeline import train
+
+    stopped, capped = tmp_path / "stopped", tmp_path / "capped"
+    train(small_data, stopped, _capped(small_config, 60, patience=1), progress=False, stop_after="pretrain")
+    epochs_run = json.loads((stopped / "pretrain" / "result.json").read_text())["epochs_run"]
+    assert epochs_run < 60  # the premise: patience 1 stops it early
+    embeddings = (stopped / "pretrain" / "embeddings.npz").read_bytes()
+    train(small_data, stopped, _capped(small_config, 90, patience=1), resume=True, progress=False,
+          stop_after="pretrain")
+    assert (stopped / "pretrain" / "embeddings.npz").read_bytes() == embeddings  # nothing trained again
+    assert json.loads((stopped / "config.json").read_text())["pretrain"]["max_epochs"] == 90
+    assert f"stopped early at epoch {epochs_run}" in (stopped / "log.txt").read_text()
+
+    train(small_data, capped, _capped(small_config, 2), progress=False, stop_after="pretrain")
+    recorded = (capped / "config.json").read_text()
+    with pytest.raises(PeelError, match="trained stage a to its cap of 2 epochs.*pretrain.max_epochs=2"):
+        train(small_data, capped, _capped(small_config, 3), resume=True, progress=False, stop_after="pretrain")
+    with pytest.raises(PeelError, match="differs from the requested config"):  # a smaller cap is another run
+        train(small_data, stopped, _capped(small_config, 30, patience=1), resume=True, progress=False)
+    assert (capped / "config.json").read_text() == recorded

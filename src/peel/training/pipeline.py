@@ -101,7 +101,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         _check_same_data(parent, source)
     if teacher is not None and teacher[0] is not None:  # a given teacher is checked before anything is written
         _teacher_vectors(teacher[0], data, source, teacher[1].model.dim)
-    _prepare_run_dir(out, config, source, method, resume=resume)
+    extended = _prepare_run_dir(out, config, source, method, resume=resume)
     if ablation is not None:
         _share_pretraining(parent, out, config)
     elif stage_a_from is not None:
@@ -109,6 +109,8 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
     with run_log(RunLayout(out).log):
         log.info("train %s: executor %s, threads %d%s%s", out, config.executor, config.threads,
                  ", resume" if resume else "", ", freed memory kept" if keep_freed_memory() else "")
+        if extended:
+            log.info("pretrain.max_epochs raised to %d on resume (stage a %s)", config.pretrain.max_epochs, extended)
         return _run_stages(data, out, config, resume=resume, progress=progress, stop_after=stop_after,
                            teacher=teacher, data_path=data_path, item_dims=item_dims)
 
@@ -321,10 +323,12 @@ def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResul
 
 
 def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], method: dict[str, Any], *,
-                     resume: bool) -> None:
+                     resume: bool) -> str:
     """Refuse what is not this run (another run, another method or budget, other data, a directory of
     something else), then record the config, the method and the data. Executor and threads may change on
-    resume: they do not change results."""
+    resume: they do not change results; so may a larger stage-a epoch cap where it trains what a fresh run
+    at that cap would (returns why, "" otherwise)."""
+    extended = ""
     if out.exists() and not out.is_dir():
         raise PeelError(f"run directory {out} exists and is not a directory")
     layout = RunLayout(out)
@@ -343,10 +347,15 @@ def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], meth
                             "defaults for them may not be what the run was trained with: add them to that file "
                             "with the values the run used, then resume")
         saved = PeelConfig.from_dict(values)
-        if _computed(saved) != _computed(config):
+        extended = _raised_epoch_cap(layout, saved, config)
+        if _computed(saved) != _computed(config) and not extended:
             raise PeelError(f"{config_path} differs from the requested config; a resumed run must keep its config "
-                            "(only executor and threads may change)")
+                            "(only executor and threads may change, and a larger pretrain.max_epochs where "
+                            "stage a has not reached its cap)")
         _check_same_data(out, source)
+        if extended:
+            write_json_atomic(config_path, dataclasses.replace(
+                saved, pretrain=dataclasses.replace(saved.pretrain, max_epochs=config.pretrain.max_epochs)).to_dict())
     elif out.is_dir() and any(out.iterdir()):
         raise PeelError(f"run directory {out} is not empty and holds no run (no config.json); "
                         "choose a new or empty --out")
@@ -355,6 +364,30 @@ def _prepare_run_dir(out: Path, config: PeelConfig, source: dict[str, Any], meth
         write_json_atomic(config_path, config.to_dict())
     write_json_atomic(layout.method, method)
     write_json_atomic(layout.data, source)
+    return extended
+
+
+def _raised_epoch_cap(layout: RunLayout, saved: PeelConfig, config: PeelConfig) -> str:
+    """Why resuming ``saved`` with ``config``'s larger stage-a epoch cap trains exactly what a fresh run at that
+    cap would ("" when it would not, or the configs differ elsewhere): stage a stopped early before the old cap,
+    or has not reached it and never validated off its cadence (the loop also validates at the cap). Batches
+    depend only on the seed and the epoch, so the epochs before the old cap are the same either way. A stage a
+    that ran to its cap is refused: training it on would change every later stage."""
+    old, new = saved.pretrain.max_epochs, config.pretrain.max_epochs
+    raised = dataclasses.replace(saved, pretrain=dataclasses.replace(saved.pretrain, max_epochs=new))
+    if new <= old or _computed(raised) != _computed(config):
+        return ""
+    result = layout.read_json(layout.pretrain_result, missing=None)
+    if result is None:
+        return "unfinished" if old % saved.pretrain.eval_every == 0 else ""
+    epochs_run = result.get("epochs_run") if isinstance(result, dict) else None
+    if not isinstance(epochs_run, int):
+        return ""
+    if epochs_run < old:
+        return f"stopped early at epoch {epochs_run}"
+    raise PeelError(f"{layout.root} trained stage a to its cap of {old} epochs (pretrain.max_epochs); a larger cap "
+                    f"would train it on and change every later stage: resume it with "
+                    f"--set pretrain.max_epochs={old}, or train the larger cap into a new --out")
 
 
 def _describe(method: dict[str, Any]) -> str:

@@ -99,7 +99,7 @@ def _race(config: PretrainConfig, candidates: tuple[float, ...], checkpoint: Pat
     winner's validations fall where an unraced run's do), then train the one with the best validation
     score on from its own checkpoint: the result is that of a run at the winning value. Each candidate
     checkpoints beside ``checkpoint``, so a killed race resumes where it stopped."""
-    resolved = config.resolved(kwargs["data"].count("train"))
+    resolved = config.resolved(kwargs["data"].count("train"), kwargs["model_config"].n_blocks)
     end = min(resolved.max_epochs, math.ceil(config.race_epochs / resolved.eval_every) * resolved.eval_every)
     scores: dict[float, float] = {}
     for value in candidates:
@@ -148,7 +148,7 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
                    allocations: tuple[np.ndarray, np.ndarray] | None,
                    teacher: tuple[np.ndarray, np.ndarray] | None = None,
                    item_dims: np.ndarray | None = None) -> PretrainResult:
-    config = config.resolved(data.count("train"))
+    config = config.resolved(data.count("train"), model_config.n_blocks)
     model = build_model(data, model_config, seed, teacher)
     if item_dims is not None:
         model.item_dims = torch.from_numpy(np.asarray(item_dims, dtype=np.int64))

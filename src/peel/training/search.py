@@ -146,7 +146,7 @@ def search_item_dims(data: Interactions, *, model_config: ModelConfig, config: P
 
     if search not in SEARCHES:
         raise ValueError(f"unknown search {search!r}; known: {', '.join(SEARCHES)}")
-    config = config.resolved(data.count("train"))
+    config = config.resolved(data.count("train"), model_config.n_blocks)
     model = build_model(data, model_config, seed)
     candidates = torch.from_numpy(candidate_dims(smallest, model_config.dim))
     popularity = torch.from_numpy(np.log1p(data.popularity("train")).astype(np.float32))
