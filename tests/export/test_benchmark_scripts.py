@@ -402,6 +402,27 @@ def test_step_time_script_times_each_variant_in_its_own_process(shared_data, tmp
     assert "| kept |" in (tmp_path / "step_time_ml-100k.md").read_text()
 
 
+def test_step_time_script_times_a_fixed_method_fitted_to_the_budget(shared_data, tmp_path) -> None:
+    from peel.budget import parse_budget
+    from peel.config import PeelConfig
+    from peel.data import load
+    from peel.methods.fixed import fitted_size
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "step_time.py"
+    base = [sys.executable, str(script), "--data", str(shared_data / "ml-100k"), "--steps", "1", "--repeats", "1",
+            "--threads", "1", "--results-dir", str(tmp_path)]
+    done = subprocess.run([*base, "--method", "lightrec", "--budget", "50000", "--set", "model.codewords=16"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads((tmp_path / "step_time_ml-100k_lightrec.json").read_text())["variants"]["kept"]["runs"]
+    config = PeelConfig().with_overrides(["model.codewords=16"])
+    n_items = load(shared_data / "ml-100k").n_items
+    assert run["model"] == {"item_table": "codebooks", "dim": 128, "codewords": 16,
+                            "codebooks": fitted_size(n_items, parse_budget(50000), config, "lightrec")}
+    refused = subprocess.run([*base, "--budget", "50000"], capture_output=True, text=True, check=False)
+    assert refused.returncode != 0 and "--budget goes with a fixed-size --method" in refused.stderr
+
+
 def test_seed_repeats_pair_each_seed_and_test_the_per_user_mean_over_seeds(monkeypatch) -> None:
     seeds = _script("seeds")
     from peel.budget import Budget
