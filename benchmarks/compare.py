@@ -26,6 +26,7 @@ committed results (marked †, with the date it was measured):
 from __future__ import annotations
 
 import argparse
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -237,8 +238,8 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget],
     """Per budget: PEEL (defaults), and PEEL tuned by hand if run, against the fitted model with the best
     validation NDCG@50, and against the fitted LightGCN's best run when that is another method's (issue
     10's yardstick is the LightGCN fitted to the budget). A pair with a side carried from committed results
-    (no per-user scores here) takes the committed test of the same pair from ``carried``, or is left out if
-    there is none."""
+    (no per-user scores here) takes the committed test of the same pair from ``carried`` if its means are these
+    rows' (a side retrained since then was not in that test), or is left out."""
     def yardsticks(label: str) -> list[dict[str, Any]]:
         fitted = [r for r in rows if r["budget"] == label and not r["elastic"] and r["family"] != FULL_LIGHTGCN[0]]
         lightgcn = [r for r in fitted if r["family"] == f"lightgcn-{label}"]
@@ -253,8 +254,10 @@ def paired_rows(rows: list[dict[str, Any]], budgets: list[Budget],
                 pair = {"budget": budget.label, "a": peel["method"], "b": best["method"]}
                 if "per_user" in peel and "per_user" in best:
                     out.append({**pair, **paired_test(peel["per_user"], best["per_user"], metric)})
-                else:
-                    out += [t for t in carried if t["metric"] == metric and pair == {k: t[k] for k in pair}]
+                else:  # only a test of these very rows: a side retrained since gives other means
+                    out += [t for t in carried if t["metric"] == metric and pair == {k: t[k] for k in pair}
+                            and math.isclose(t["mean_a"], peel[metric], rel_tol=1e-9)
+                            and math.isclose(t["mean_b"], best[metric], rel_tol=1e-9)]
     return out
 
 
