@@ -41,6 +41,13 @@ def test_run_directory_layout(trained, small_config, small_data):
     assert json.loads((trained / "config.json").read_text()) == resolved.to_dict()
 
 
+def test_log_says_density_groups_are_not_fine_tuned(trained, small_config):
+    assert small_config.finetune.importance == "density"  # the default: no stage-b training, no validation loss
+    log = (trained / "log.txt").read_text()
+    assert "user group 0:" in log and "density importance weights (no fine-tuning)" in log
+    assert "valid loss nan" not in log
+
+
 def test_resume_with_the_same_auto_config_is_accepted(trained, small_data, small_config):
     summary = train(small_data, trained, small_config, resume=True, progress=False)  # everything done: no work
     assert set(summary["seconds"]) >= {"pretrain", "grouping", "finetune"}

@@ -290,8 +290,12 @@ def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: n
         checkpoint = layout.group_checkpoint(result.group)
         if checkpoint.exists():
             checkpoint.unlink()
-        log.info("user group %d: %d users, best epoch %d, valid loss %.5f, %.1f s", result.group, len(result.users),
-                 result.best_epoch, result.best_valid_loss, result.seconds)
+        if config.finetune.importance == "density":  # nothing trained, so no validation loss
+            log.info("user group %d: %d users, density importance weights (no fine-tuning), %.1f s", result.group,
+                     len(result.users), result.seconds)
+        else:
+            log.info("user group %d: %d users, best epoch %d, valid loss %.5f, %.1f s", result.group,
+                     len(result.users), result.best_epoch, result.best_valid_loss, result.seconds)
 
     for result in run_tasks(finetune_group, tasks, executor=config.executor, cpus_per_task=max(config.threads, 1),
                             on_result=save, progress=progress, desc="stage b: user groups"):
