@@ -49,8 +49,19 @@ _TENSOR_KEYS = {"name", "dtype", "shape", "data_offsets", "crc32"}
 _UNIT_KEYS = {"item_group", "block", "data_offsets", "crc32"}
 
 
+class _ByteRange:
+    """A stretch ``[begin, end)`` of the data section."""
+
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
 @dataclass(frozen=True)
-class TensorEntry:
+class TensorEntry(_ByteRange):
     """One named tensor of the data section; ``begin``/``end`` are relative to the data section."""
 
     name: str
@@ -60,13 +71,9 @@ class TensorEntry:
     end: int
     crc32: int
 
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
-
 
 @dataclass(frozen=True)
-class UnitEntry:
+class UnitEntry(_ByteRange):
     """Block ``block`` of every item of item group ``item_group``: a |V_g| x d float32 payload, or (q8) |V_g| x d
     int8 values followed by the unit's float32 scale."""
 
@@ -75,10 +82,6 @@ class UnitEntry:
     begin: int
     end: int
     crc32: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
 
 
 @dataclass(frozen=True)
