@@ -155,7 +155,7 @@ def main() -> None:
             if not RunLayout(args.runs / name).summary.exists():
                 parser.error(f"{args.runs / name} is not a finished run: train it with compare.py first")
     fitted = {n: plan[n] for n in names if n in plan}
-    if len(fitted) == len(names) or not fitted:
+    if not args.train_only and (len(fitted) == len(names) or not fitted):  # training may be split over processes
         parser.error("--names needs at least one PEEL variant and one fitted run to compare")
     for seed in seeds:
         compare.train_all(data, args.data, args.runs / f"seed{seed}", fitted, only=set(names),

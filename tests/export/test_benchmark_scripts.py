@@ -527,3 +527,24 @@ def test_compare_distils_the_comparisons_full_size_lightgcn_even_when_lightgcn_i
     teacher.write_bytes(b"")
     compare.train_all(tiny_data, "synthetic", tmp_path, fitted)
     assert seen["teacher"] == tmp_path / "lightgcn-full"
+
+
+def test_seed_repeats_train_one_side_per_process_but_compare_only_both(shared_data, tmp_path, monkeypatch,
+                                                                       capsys) -> None:
+    """``--train-only`` may repeat a PEEL run or a fitted run alone (two processes share the work); comparing
+    still needs both sides."""
+    seeds = _script("seeds")
+    trained: list[tuple[Path, set[str], int]] = []
+    monkeypatch.setattr(seeds.compare, "chosen_overrides", lambda dataset, method: ["pretrain.l2=0.01"])
+    monkeypatch.setattr(seeds.compare, "train_all",
+                        lambda data, data_path, runs, fitted, only, threads, seed: trained.append((runs, only, seed)))
+    common = ["seeds.py", "--data", str(shared_data / "ml-100k"), "--runs", str(tmp_path), "--seeds", "7",
+              "--reference", "amazon-book"]
+    for name in ("peel-defaults", "lightgcn-5MB-eq"):
+        monkeypatch.setattr(sys, "argv", [*common, "--names", name, "--train-only"])
+        seeds.main()
+    assert trained == [(tmp_path / "seed7", {"peel-defaults"}, 7), (tmp_path / "seed7", {"lightgcn-5MB-eq"}, 7)]
+    monkeypatch.setattr(sys, "argv", [*common, "--names", "peel-defaults"])
+    with pytest.raises(SystemExit):
+        seeds.main()
+    assert "not a finished run" in capsys.readouterr().err
