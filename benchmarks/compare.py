@@ -328,17 +328,20 @@ def markdown(payload: dict[str, Any]) -> str:
              "| method | budget | bytes used | train s | valid NDCG@50 | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 |",
              "|---|---|---|---|---|---|---|---|---|"]
     yardsticks = {(t["budget"], t["b"]) for t in payload["paired"]}
+    dates = sorted({r["carried"] for r in payload["rows"] if r.get("carried")})
+    marks = {d: "†" + (str(i) if len(dates) > 1 else "") for i, d in enumerate(dates, 1)}
     for r in payload["rows"]:
         seconds = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
         method = r["method"] + (" **(yardstick)**" if (r["budget"], r["method"]) in yardsticks else "") + \
-            (" †" if r.get("carried") else "")
+            (f" {marks[r['carried']]}" if r.get("carried") else "")
         lines.append(f"| {method} | {r['budget']} | {r['bytes_used']:,} | {seconds} | {r['valid_ndcg50']:.5f} | "
                      + " | ".join(f"{r[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
     p = payload["popularity"]
     lines.append("| popularity | - | - | - | - | " + " | ".join(
         f"{p[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
-    if dates := sorted({r["carried"] for r in payload["rows"] if r.get("carried")}):
-        lines += ["", f"† Carried from the committed results of {', '.join(dates)} (`--carry`: the run is not on the "
+    if dates:
+        lines += ["", f"† Carried from the committed results of {', '.join(f'{marks[d]} {d}' for d in dates)} "
+                  "(`--carry`: the run is not on the "
                   "machine that wrote this file; its row, curve and paired tests are those measured then, by the "
                   "command recorded in that version of this file)."]
     tuned = payload.get("peel_tuned") or "peel-defaults"
