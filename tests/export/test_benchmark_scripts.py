@@ -548,3 +548,28 @@ def test_seed_repeats_train_one_side_per_process_but_compare_only_both(shared_da
     with pytest.raises(SystemExit):
         seeds.main()
     assert "not a finished run" in capsys.readouterr().err
+
+
+def test_compare_numbers_carried_rows_by_the_date_of_their_result() -> None:
+    """Rows carried from results of several dates are told apart (†1, †2 in date order, each date in the
+    footnote); rows of one date keep a plain †; a row evaluated here has no mark."""
+    compare = _script("compare")
+    metrics = {k: 0.01 for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")}
+
+    def row(label: str, suffix: str, carried: str | None) -> dict:
+        return {"run": "lightgcn-5MB-eq" + suffix, "method": label, "family": "lightgcn-5MB-eq", "budget": "5MB-eq",
+                "bytes_used": 10, "train_seconds": 1.0, "valid_ndcg50": 0.01, "carried": carried,
+                "elastic": False, "chosen": not suffix, **metrics}
+
+    payload = {"dataset": "toy", "rows": [row("late", "-l2=0.001", "2026-12-03T22:00:00"),
+                                          row("early", "-l2=0.0001", "2026-12-02T10:00:00"), row("fresh", "", None)],
+               "paired": [], "curves": [], "not_run": [], "popularity": metrics, "peel_tuned": None,
+               "budgets": ["5MB-eq (100 bytes)"]}
+    lines = compare.markdown(payload).splitlines()
+    assert any(line.startswith("| late †2 |") for line in lines)
+    assert any(line.startswith("| early †1 |") for line in lines)
+    assert any(line.startswith("| fresh |") for line in lines)
+    assert any("†1 2026-12-02T10:00:00, †2 2026-12-03T22:00:00" in line for line in lines)
+    payload["rows"] = payload["rows"][1:]
+    lines = compare.markdown(payload).splitlines()
+    assert any(line.startswith("| early † |") for line in lines)
