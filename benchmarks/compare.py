@@ -329,7 +329,8 @@ def markdown(payload: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     yardsticks = {(t["budget"], t["b"]) for t in payload["paired"]}
     dates = sorted({r["carried"] for r in payload["rows"] if r.get("carried")})
-    marks = {d: "†" + (str(i) if len(dates) > 1 else "") for i, d in enumerate(dates, 1)}
+    numbered = len(dates) > 1
+    marks = {d: "†" + (str(i) if numbered else "") for i, d in enumerate(dates, 1)}
     for r in payload["rows"]:
         seconds = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "-"
         method = r["method"] + (" **(yardstick)**" if (r["budget"], r["method"]) in yardsticks else "") + \
@@ -340,7 +341,8 @@ def markdown(payload: dict[str, Any]) -> str:
     lines.append("| popularity | - | - | - | - | " + " | ".join(
         f"{p[k]:.5f}" for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")) + " |")
     if dates:
-        lines += ["", f"† Carried from the committed results of {', '.join(f'{marks[d]} {d}' for d in dates)} "
+        lines += ["", f"† Carried from the committed results of "
+                  f"{', '.join(f'{marks[d]} {d}' if numbered else d for d in dates)} "
                   "(`--carry`: the run is not on the "
                   "machine that wrote this file; its row, curve and paired tests are those measured then, by the "
                   "command recorded in that version of this file)."]
