@@ -101,8 +101,8 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...],
     LightGCN on amazon-book-sub: L2 1e-4 far above the tuned 1e-2), and the grid's L2 values are a decade
     apart, so even at the tuning budget L2 / 10 was not tried (on amazon-book-sub it wins at 10 and 25MB-eq).
     The yardstick at each budget is the best of them on validation, never a weakened one; so is the full-size
-    LightGCN's row (a distilled method's teacher stays the run at the tuned L2)."""
-    full = Budget(device_bytes(data.n_items, PeelConfig().model.dim, unit_dtype), "full")
+    LightGCN's row, and a distilled method's teacher (:func:`teacher_run`)."""
+    full = full_budget(data, unit_dtype)
     runs: dict[str, tuple[str, Budget, list[str]]] = {}
     for method in fitted:
         tuned = chosen_overrides(data.name, method)
@@ -113,6 +113,34 @@ def fitted_runs(data: Any, budgets: list[Budget], fitted: tuple[str, ...],
             for smaller in (f"{l2 * factor:g}" for factor in FITTED_L2_FACTORS):
                 runs[f"{name}{L2_SUFFIX}{smaller}"] = (method, budget, [*tuned, f"pretrain.l2={smaller}"])
     return runs
+
+
+def full_budget(data: Any, unit_dtype: str = "f32") -> Budget:
+    """The bytes of the full-size LightGCN (D = 128): the budget of its runs."""
+    return Budget(device_bytes(data.n_items, PeelConfig().model.dim, unit_dtype), "full")
+
+
+def validation_ndcg50(data: Any, path: Path, budget: Budget) -> float:
+    """A trained run's validation NDCG@50 at ``budget``: what every choice between runs is made on."""
+    return load_run(path).evaluate(data, [budget], split="valid", ks=(50,), label=path.name)[0]["ndcg@50"]
+
+
+def teacher_run(data: Any, runs: Path, unit_dtype: str = "f32") -> Path:
+    """The full-size LightGCN a distilled method (LightRec) distils: of the comparison's full-size runs (the
+    tuned L2 and its smaller ones, :func:`fitted_runs`), the best on validation NDCG@50, as the full-size row
+    is chosen; a weaker teacher would weaken the student (amazon-book-sub: validation NDCG@50 .0380 at the
+    tuned L2 1e-2 against .0532 at 1e-3). All of them must be trained first, so that the teacher does not
+    depend on which happened to be there."""
+    names = list(fitted_runs(data, [], ("lightgcn",), unit_dtype))
+    missing = [name for name in names if not RunLayout(runs / name).embeddings.exists()]
+    if missing:
+        raise SystemExit(f"a distilled method distils the best on validation of {', '.join(names)}: train "
+                         f"{', '.join(missing)} first (--fitted lightgcn --only {','.join(missing)})")
+    scores = {name: validation_ndcg50(data, runs / name, full_budget(data, unit_dtype)) for name in names}
+    best = max(names, key=scores.__getitem__)
+    print(f"teacher: {best} (validation NDCG@50 " +
+          ", ".join(f"{name} {score:.5f}" for name, score in scores.items()) + ")", flush=True)
+    return runs / best
 
 
 def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str, Budget, list[str]]],
@@ -138,6 +166,7 @@ def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str
             METHODS["peel"].fit(data, out, config_from_sources(preset=preset, overrides=overrides + extra),
                                 data_path=data_path, resume=layout.config.exists(), progress=False,
                                 stage_a_from=stage_a and runs / stage_a)
+    teacher: Path | None = None
     for name, (method, budget, overrides) in fitted.items():
         if name in skip:
             continue
@@ -146,14 +175,12 @@ def train_all(data: Any, data_path: str, runs: Path, fitted: dict[str, tuple[str
         if (only is None or name in only) and not RunLayout(out).embeddings.exists():
             # a distilled method (LightRec) distils the comparison's full-size LightGCN, also when --fitted
             # leaves lightgcn out (else it would train a teacher of its own, with the student's L2 and rate)
-            teacher = runs / FULL_LIGHTGCN[0] if FIXED_SPECS[method].teacher else None
-            if teacher is not None and not RunLayout(teacher).embeddings.exists():
-                raise SystemExit(f"{name} distils {FULL_LIGHTGCN[0]}: train it first "
-                                 f"(--fitted lightgcn --only {FULL_LIGHTGCN[0]})")
+            if FIXED_SPECS[method].teacher and teacher is None:
+                teacher = teacher_run(data, runs, unit_dtype)
             print(f"training {method} at {budget} with {' '.join(overrides)}", flush=True)
             METHODS[method].fit(data, out, PeelConfig().with_overrides(overrides + extra), budget=budget,
                                 data_path=data_path, resume=RunLayout(out).config.exists(), progress=False,
-                                **({"teacher": teacher} if teacher else {}))
+                                **({"teacher": teacher} if FIXED_SPECS[method].teacher else {}))
     return paths
 
 
@@ -423,6 +450,9 @@ def main() -> None:
     parser.add_argument("--unit-dtype", default="f32", choices=UNIT_DTYPES,
                         help="how every model stores its item table: f32, or q8 (PEEL against the fitted "
                              f"{'/'.join(Q8_METHODS)} at 8 bits; use RUNS of its own)")
+    parser.add_argument("--teacher", action="store_true",
+                        help="train nothing: print the full-size LightGCN run of RUNS a distilled method (LightRec) "
+                             "distils, the best on validation, for benchmarks/tuning.py --teacher")
     parser.add_argument("--skip", default="",
                         help="runs to leave out (comma-separated names; listed as not run in the results), e.g. "
                              "lightgcn-full when there is no time to train it")
@@ -443,6 +473,9 @@ def main() -> None:
         return
 
     data = load(args.data)
+    if args.teacher:
+        teacher_run(data, args.runs, args.unit_dtype)
+        return
     budgets = budgets_for(data, args.reference)
     only = set(args.only.split(",")) if args.only is not None else None
     fitted_plan = fitted_runs(data, budgets, fitted, args.unit_dtype)

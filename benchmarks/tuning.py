@@ -9,6 +9,8 @@ results of the others.
     python benchmarks/tuning.py --data ../shared/data/yelp2018-sub --runs runs/tuning-yelp --methods lightrec \
         --teacher runs/compare-yelp/lightgcn-full
 
+(the teacher: ``compare.py --data ../shared/data/yelp2018-sub --runs runs/compare-yelp --teacher`` prints it)
+
 Resumable: rerun after a kill. Results: benchmarks/results/tuning_<dataset>.{json,md}, which record
 each configuration's validation score and training seconds, and the grid's total time per method. They are
 written after every configuration (an unfinished grid is marked so and never chosen by compare.py), and a
@@ -177,8 +179,9 @@ def main() -> None:
     parser.add_argument("--retrain", action="store_true",
                         help="train every configuration, also those already in the committed results")
     parser.add_argument("--teacher", type=Path, help="the full-size LightGCN run a distilled method (LightRec) "
-                        "distils in every configuration: benchmarks/compare.py's lightgcn-full, so that the "
-                        "tuned and compared runs distil the same model")
+                        "distils in every configuration: the one benchmarks/compare.py distils, the best of its "
+                        "full-size runs on validation (`compare.py --data DATA --runs RUNS --teacher` prints "
+                        "it), so that the tuned and compared runs distil the same model")
     parser.add_argument("--note", help="a note recorded with each tuned method's results (default: keep the "
                         "committed one)")
     args = parser.parse_args()
@@ -187,8 +190,8 @@ def main() -> None:
     if unknown := set(methods) - set(FIXED_METHODS):
         parser.error(f"--methods: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(FIXED_METHODS)}")
     if (distilled := [m for m in methods if FIXED_SPECS[m].teacher]) and args.teacher is None:
-        parser.error(f"--teacher RUN is required to tune {', '.join(distilled)} (train it with benchmarks/compare.py "
-                     "--only lightgcn-full)")
+        parser.error(f"--teacher RUN is required to tune {', '.join(distilled)} (benchmarks/compare.py --teacher names "
+                     "it, once the full-size runs lightgcn-full* are trained)")
     if args.teacher is not None and not RunLayout(args.teacher).embeddings.exists():
         parser.error(f"--teacher {args.teacher}: no trained run there ({RunLayout(args.teacher).embeddings} missing)")
     path = RESULTS_DIR / f"tuning_{data.name}.json"

@@ -509,7 +509,7 @@ def test_paired_script_pairs_two_runs_user_by_user_at_each_budget_both_serve(tin
     assert "| half | ndcg@50 |" in module.markdown(rows, tiny_run, tiny_run, "valid")
 
 
-def test_compare_distils_the_comparisons_full_size_lightgcn_even_when_lightgcn_is_not_fitted(
+def test_compare_distils_the_full_size_lightgcn_best_on_validation_even_when_lightgcn_is_not_fitted(
         tiny_data, tmp_path, monkeypatch) -> None:
     from peel.budget import Budget
     from peel.run_layout import RunLayout
@@ -519,14 +519,23 @@ def test_compare_distils_the_comparisons_full_size_lightgcn_even_when_lightgcn_i
     seen = {}
     monkeypatch.setattr(compare.METHODS["lightrec"], "fit", lambda *a, **kw: seen.update(kw))
     monkeypatch.setattr(compare, "PEEL_VARIANTS", {})
-    with pytest.raises(SystemExit, match="distils lightgcn-full: train it first"):
+    monkeypatch.setattr(compare, "chosen_overrides", lambda dataset, method: ["pretrain.l2=0.01"])
+    full_size = ["lightgcn-full", "lightgcn-full-l2=0.001", "lightgcn-full-l2=0.0001"]
+    for name in full_size[:2]:
+        teacher = RunLayout(tmp_path / name).embeddings
+        teacher.parent.mkdir(parents=True)
+        teacher.write_bytes(b"")
+    # refused until every full-size run is there, rather than training a teacher of its own with the student's
+    # recipe or choosing among whichever runs happen to be present
+    with pytest.raises(SystemExit, match="train lightgcn-full-l2=0.0001 first"):
         compare.train_all(tiny_data, "synthetic", tmp_path, fitted)
-    assert not seen  # refused rather than training a teacher of its own with the student's recipe
-    teacher = RunLayout(tmp_path / "lightgcn-full").embeddings
-    teacher.parent.mkdir(parents=True)
-    teacher.write_bytes(b"")
+    assert not seen
+    RunLayout(tmp_path / full_size[2]).embeddings.parent.mkdir(parents=True)
+    RunLayout(tmp_path / full_size[2]).embeddings.write_bytes(b"")
+    validation = {"lightgcn-full": 0.03, "lightgcn-full-l2=0.001": 0.05, "lightgcn-full-l2=0.0001": 0.04}
+    monkeypatch.setattr(compare, "validation_ndcg50", lambda data, path, budget: validation[path.name])
     compare.train_all(tiny_data, "synthetic", tmp_path, fitted)
-    assert seen["teacher"] == tmp_path / "lightgcn-full"
+    assert seen["teacher"] == tmp_path / "lightgcn-full-l2=0.001"  # not the run at the tuned L2
 
 
 def test_seed_repeats_train_one_side_per_process_but_compare_only_both(shared_data, tmp_path, monkeypatch,
