@@ -351,7 +351,9 @@ def markdown(payload: dict[str, Any]) -> str:
              f"(benchmarks/results/tuning_{name}.md) and also with its L2 / 10 and / 100; the "
              "yardstick of a budget is the fitted model best on validation NDCG@50. Train seconds: a fitted model's "
              "is its deployment time for "
-             "that budget alone; PEEL's is one pipeline that serves every budget.", "",
+             "that budget alone; PEEL's is one pipeline that serves every budget. A run killed and resumed counts "
+             "every invocation (a † row dated before 2026-12-04T17:30 counted only the last one of a resumed "
+             "stage, so it may under-count).", "",
              "| method | budget | bytes used | train s | valid NDCG@50 | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 |",
              "|---|---|---|---|---|---|---|---|---|"]
     yardsticks = {(t["budget"], t["b"]) for t in payload["paired"]}

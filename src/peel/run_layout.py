@@ -6,7 +6,8 @@ the export, the benchmarks) names its files through :class:`RunLayout`, so the l
     config.json     the resolved config (PeelConfig)
     data.json       where the data came from and its identity (checked on resume)
     method.json     which registered method trained the run, and the budget it was fitted to
-    summary.json    seconds per stage (written after each stage) and per user group
+    summary.json    seconds per stage (written after each stage; a killed stage's seconds so far, at its last
+                    checkpoint, in unfinished_seconds, so a resumed stage counts them) and per user group
     log.txt
     pretrain/       checkpoint.pt (while running), embeddings.npz, result.json; search.npz (ESAPN, AutoEmb)
     teacher/        a distilled method's full-size teacher run, the same layout

@@ -198,6 +198,60 @@ def test_summary_keeps_the_seconds_of_stages_finished_before_a_kill(tmp_path, sm
     assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"), abs=0.05)
 
 
+
+def test_a_killed_and_resumed_stage_a_records_the_seconds_of_every_invocation(tmp_path, small_data, small_config,
+                                                                             monkeypatch):
+    # a fake clock that one training batch advances by one second, so the seconds are exact counts of batches
+    import time
+
+    import peel.training.pipeline as pipeline
+
+    monkeypatch.setattr(pretrain_module, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every epoch
+    clock = {"now": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
+    config = small_config.with_overrides(["pretrain.max_epochs=3", "pretrain.patience=10",
+                                          "pretrain.l2_full_prefix_race="])
+    batches_per_epoch = -(-small_data.count("train") // config.pretrain.resolved(
+        small_data.count("train"), config.model.n_blocks).batch_size)
+    original = LightGCN.loss
+    calls = {"n": 0, "die_after": None}
+
+    def ticking_loss(self, *args, **kw):
+        if calls["die_after"] is not None and calls["n"] >= calls["die_after"]:
+            raise Killed
+        calls["n"] += 1
+        clock["now"] += 1.0
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(LightGCN, "loss", ticking_loss)
+    pipeline.train(small_data, tmp_path / "whole", config, progress=False, stop_after="pretrain")
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())["seconds"]["pretrain"]
+    assert whole == 3 * batches_per_epoch
+
+    calls.update(n=0, die_after=batches_per_epoch + 1)  # dies inside epoch 2, after epoch 1's checkpoint
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        pipeline.train(small_data, out, config, progress=False, stop_after="pretrain")
+    assert json.loads((out / "summary.json").read_text())["unfinished_seconds"] == {"pretrain": batches_per_epoch}
+    calls["die_after"] = None
+    pipeline.train(small_data, out, config, resume=True, progress=False, stop_after="pretrain")
+    summary = json.loads((out / "summary.json").read_text())
+    # epoch 1 before the kill, epochs 2 and 3 after it; the batch of epoch 2 lost to the kill counts once
+    assert summary["seconds"]["pretrain"] == whole and "unfinished_seconds" not in summary
+    assert json.loads((out / "pretrain" / "result.json").read_text())["seconds"] == whole
+
+
+def test_a_bad_unfinished_stage_clock_is_refused_with_its_file(tmp_path, small_data, small_config):
+    import peel.training.pipeline as pipeline
+    from peel.errors import PeelError
+
+    out = tmp_path / "run"
+    (out).mkdir()
+    (out / "summary.json").write_text(json.dumps({"unfinished_seconds": {"pretrain": "soon"}}))
+    with pytest.raises(PeelError, match=r"summary\.json: unfinished_seconds\.pretrain must be a non-negative"):
+        pipeline.StageClock(out, "pretrain", resume=True)
+    assert pipeline.StageClock(out, "pretrain", resume=False).before == 0.0  # a fresh stage reads nothing
+
 # ------------------------------------------------------------------------- a larger stage-a epoch cap on resume
 def _capped(config, max_epochs, patience=50):
     """Stage a validated every epoch, no race, ``max_epochs`` and ``patience`` as given."""

@@ -76,6 +76,7 @@ def fit(
     extra_state: dict[str, Stateful] | None = None,
     keep_best: dict[str, Stateful] | None = None,
     on_best: Callable[[], None] | None = None,
+    on_checkpoint: Callable[[], None] | None = None,
     after_epoch: Callable[[int], dict[str, float] | None] | None = None,
     validate_start: bool = False,
     progress: bool = False,
@@ -86,6 +87,7 @@ def fit(
     ``extra_state`` (e.g. a controller and its optimizer) is checkpointed with the model;
     ``keep_best`` modules are restored to their best-epoch state with the model at the end.
     ``on_best`` runs whenever validation improves (e.g. to record the controller's output).
+    ``on_checkpoint`` runs after each checkpoint is written (e.g. to save the stage's clock with it).
     ``after_epoch(epoch)`` runs after each epoch's batches, before validation (e.g. a search's policy
     step); what it returns is logged with the epoch.
     ``validate_start``: a fresh run also validates the model before any training, as epoch 0, so a model
@@ -95,7 +97,8 @@ def fit(
     optimizer's state, so a resumed run continues with the decayed rate).
     The checkpoint is written after an epoch once ``checkpoint_seconds`` have passed since the last one
     (0: after every epoch) and always after the last epoch; a killed run redoes the epochs since, to the
-    same parameters, since batches are a function of the epoch.
+    same parameters, since batches are a function of the epoch. ``seconds`` of the result counts every
+    invocation up to its last checkpoint, so a resumed run reports what an uninterrupted one would.
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be max or min, got {mode!r}")
@@ -109,6 +112,9 @@ def fit(
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, model, optimizer, extra_state)
         log.info("%s: resumed after epoch %d", desc, state["epoch"])
+        # a checkpoint from before the clock was kept: its epochs' own seconds (all but the checkpoint writes)
+        state.setdefault("seconds", sum(r.get("seconds", 0.0) for r in state["history"]))
+    before = float(state.get("seconds", 0.0))
     start_time = last_save = time.perf_counter()
     stopped_early = validate is not None and state["bad"] >= patience  # a run that had stopped stays stopped
     epochs = range(state["epoch"] + 1, max_epochs + 1) if not stopped_early else range(0)
@@ -150,8 +156,11 @@ def fit(
         stopping = validate is not None and state["bad"] >= patience
         if checkpoint is not None and (stopping or epoch == max_epochs
                                        or time.perf_counter() - last_save >= checkpoint_seconds):
+            state["seconds"] = before + time.perf_counter() - start_time
             _save_checkpoint(checkpoint, model, optimizer, extra_state, state)
             last_save = time.perf_counter()
+            if on_checkpoint is not None:
+                on_checkpoint()
         if stopping:
             stopped_early = True
             break
@@ -163,7 +172,7 @@ def fit(
     best_score = sign * state["best_score"] if state["best"] is not None else math.nan
     return LoopResult(best_epoch=state["best_epoch"], best_score=best_score, epochs_run=state["epoch"],
                       stopped_early=stopped_early, history=state["history"],
-                      seconds=time.perf_counter() - start_time)
+                      seconds=before + time.perf_counter() - start_time)
 
 
 def _validate(epoch: int, record: dict[str, float], *, validate: Callable[[], float], model: torch.nn.Module,

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,23 +124,25 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
     if not embeddings.exists():
         teacher_vectors = None
         if teacher is not None:  # its seconds count when it is trained here (a given teacher costs this run none)
-            fresh, start = teacher[0] is None and not RunLayout(layout.teacher).embeddings.exists(), time.perf_counter()
+            fresh = teacher[0] is None and not RunLayout(layout.teacher).embeddings.exists()
             teacher_vectors = _teacher(data, out, *teacher, resume=resume, progress=progress, data_path=data_path)
-            if fresh:
-                timings["teacher"] = time.perf_counter() - start
+            if fresh:  # the teacher run's own clock: every invocation that trained it
+                timings["teacher"] = RunLayout(layout.teacher).stage_seconds("total") or 0.0
                 _write_summary(out, timings, groups=[])
         layout.pretrain_dir.mkdir(parents=True, exist_ok=True)
         dims = None
         if item_dims is not None:
-            fresh, start = not layout.search.exists(), time.perf_counter()
-            dims = _searched_dims(data, layout, config, *item_dims, resume=resume, progress=progress)
+            fresh, clock = not layout.search.exists(), StageClock(out, "search", resume=resume)
+            dims = _searched_dims(data, layout, config, *item_dims, resume=resume, progress=progress,
+                                  on_checkpoint=clock.save)
             if fresh:
-                timings["search"] = time.perf_counter() - start
+                timings["search"] = clock.seconds()
                 _write_summary(out, timings, groups=[])
-        t_pretrain = time.perf_counter()
+        clock = StageClock(out, "pretrain", resume=resume)
         result = pretrain(data, model_config=config.model, config=config.pretrain, seed=config.seed,
                           checkpoint=layout.pretrain_checkpoint, resume=resume, progress=progress,
-                          allocations=_allocations(data, config), teacher=teacher_vectors, item_dims=dims)
+                          allocations=_allocations(data, config), teacher=teacher_vectors, item_dims=dims,
+                          on_checkpoint=clock.save)
         result.save(embeddings)
         write_json_atomic(layout.pretrain_result, {
             "best_epoch": result.loop.best_epoch, "valid_recall@50": result.loop.best_score,
@@ -148,7 +150,8 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
             **({"l2_full_prefix": result.l2_full_prefix, "race": {f"{v:g}": score for v, score in result.race.items()}}
                if result.race else {})})
         log.info("pretrain: best epoch %d, valid recall@50 %.5f", result.loop.best_epoch, result.loop.best_score)
-        timings["pretrain"] = time.perf_counter() - t_pretrain
+        # at least its loop's seconds: a stage a checkpointed before the clock was kept has none recorded
+        timings["pretrain"] = max(clock.seconds(), result.loop.seconds)
         _write_summary(out, timings, groups=[])  # each finished stage's time survives a later kill
     user_vectors, item_vectors = load_pretrained(embeddings)
     if stop_after == "pretrain":
@@ -161,17 +164,48 @@ def _run_stages(data: Interactions, out: Path, config: PeelConfig, *, resume: bo
         _write_summary(out, timings, groups=[])
     if stop_after == "grouping":
         return _write_summary(out, timings, groups=[])
-    t2 = time.perf_counter()
+    clock = StageClock(out, "finetune", resume=resume)
     pending = layout.finished_groups()
     groups = _finetune(data, out, config, user_vectors, item_vectors, item_group, user_group,
-                       resume=resume, progress=progress)
+                       resume=resume, progress=progress, on_group=clock.save)
     if pending < len(groups):
-        timings["finetune"] = time.perf_counter() - t2
+        timings["finetune"] = clock.seconds()
     return _write_summary(out, timings, groups=groups)
 
 
+class StageClock:
+    """Seconds a stage has taken over every invocation of a run: this one's, plus (on resume) what the
+    earlier ones had spent by their last checkpoint, kept in summary.json's ``unfinished_seconds``. A
+    killed and resumed stage so records about what an uninterrupted one takes: the work after the last
+    checkpoint is redone and counted once. (Stage b saves the clock as each user group finishes, so a
+    group killed halfway counts only its resumed part.)"""
+
+    def __init__(self, out: Path, stage: str, *, resume: bool) -> None:
+        self.layout, self.stage = RunLayout(out), stage
+        self.before = self._recorded() if resume else 0.0
+        self.start = time.perf_counter()
+
+    def _recorded(self) -> float:
+        unfinished = self.layout.read_summary().get("unfinished_seconds", {})
+        value = unfinished.get(self.stage, 0.0) if isinstance(unfinished, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < math.inf:
+            raise PeelError(f"{self.layout.summary}: unfinished_seconds.{self.stage} must be a non-negative number "
+                            f"of seconds, got {value!r}")
+        return float(value)
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def save(self) -> None:
+        summary = self.layout.read_summary()
+        unfinished = summary.get("unfinished_seconds")
+        summary["unfinished_seconds"] = {**(unfinished if isinstance(unfinished, dict) else {}),
+                                         self.stage: round(self.seconds(), 2)}
+        write_json_atomic(self.layout.summary, summary)
+
+
 def _searched_dims(data: Interactions, layout: RunLayout, config: PeelConfig, search: str, budget_bytes: int, *,
-                   resume: bool, progress: bool) -> np.ndarray:
+                   resume: bool, progress: bool, on_checkpoint: Callable[[], None] | None = None) -> np.ndarray:
     """Per-item dims: searched (or read from a finished search), then fitted to the budget."""
     from peel._io import atomic_path
     from peel.training.search import candidate_dims, fit_item_dims, search_item_dims
@@ -184,7 +218,7 @@ def _searched_dims(data: Interactions, layout: RunLayout, config: PeelConfig, se
         searched = search_item_dims(data, model_config=m, config=config.pretrain, search=search, seed=config.seed,
                                     epochs=config.pretrain.search_epochs, smallest=m.block_dim,
                                     budget_bytes=budget_bytes, checkpoint=layout.search_checkpoint, resume=resume,
-                                    progress=progress)
+                                    progress=progress, on_checkpoint=on_checkpoint)
         with atomic_path(layout.search) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, item_dims=searched)
         if layout.search_checkpoint.exists():
@@ -268,7 +302,8 @@ def _grouping(data: Interactions, out: Path, config: PeelConfig,
 
 
 def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: np.ndarray, item_vectors: np.ndarray,
-              item_group: np.ndarray, user_group: np.ndarray, *, resume: bool, progress: bool) -> list[GroupResult]:
+              item_group: np.ndarray, user_group: np.ndarray, *, resume: bool, progress: bool,
+              on_group: Callable[[], None] | None = None) -> list[GroupResult]:
     layout = RunLayout(out)
     layout.finetune_dir.mkdir(exist_ok=True)
     train_csr, valid_csr = data.csr("train"), data.csr("valid")
@@ -290,6 +325,8 @@ def _finetune(data: Interactions, out: Path, config: PeelConfig, user_vectors: n
         checkpoint = layout.group_checkpoint(result.group)
         if checkpoint.exists():
             checkpoint.unlink()
+        if on_group is not None:
+            on_group()
         if config.finetune.importance == "density":  # nothing trained, so no validation loss
             log.info("user group %d: %d users, density importance weights (no fine-tuning), %.1f s", result.group,
                      len(result.users), result.seconds)
@@ -309,8 +346,8 @@ def record_seconds(out: str | Path, timings: dict[str, float]) -> dict[str, Any]
 
 
 def _write_summary(out: Path, timings: dict[str, float], groups: list[GroupResult]) -> dict[str, Any]:
-    """Stage times of this invocation; a stage skipped because it was done keeps its recorded time
-    (written when it finished; a stage resumed after a kill records only the time after the resume)."""
+    """Stage times (:class:`StageClock`); a stage skipped because it was done keeps its recorded time,
+    written when it finished. Called between stages, so no stage is unfinished: ``unfinished_seconds`` goes."""
     layout = RunLayout(out)
     path = layout.summary
     recorded = layout.read_summary().get("seconds", {})

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
              checkpoint: Path | None = None, resume: bool = False, progress: bool = False,
              allocations: tuple[np.ndarray, np.ndarray] | None = None,
              teacher: tuple[np.ndarray, np.ndarray] | None = None,
-             item_dims: np.ndarray | None = None) -> PretrainResult:
+             item_dims: np.ndarray | None = None,
+             on_checkpoint: Callable[[], None] | None = None) -> PretrainResult:
     """Train LightGCN (blocks + diversity regularizer) and return the final embeddings of the best epoch.
 
     ``allocations``: (item group of every item, (budgets, G_v) leading blocks kept per item group) for
@@ -80,11 +82,11 @@ def pretrain(data: Interactions, *, model_config: ModelConfig, config: PretrainC
     full nested prefix. With ``config.l2_full_prefix_race``, the full-prefix L2 is raced first (:func:`_race`).
     ``teacher``: a trained model's final (user, item) vectors that the user embeddings start from and a
     codebook item table distils (LightRec). ``item_dims``: item j scores with the first item_dims[j]
-    coordinates of its final vector (ESAPN, AutoEmb).
+    coordinates of its final vector (ESAPN, AutoEmb). ``on_checkpoint`` runs after each checkpoint.
     """
     candidates = config.race_candidates(model_config.n_blocks)
     kwargs = dict(data=data, model_config=model_config, seed=seed, progress=progress, allocations=allocations,
-                  teacher=teacher, item_dims=item_dims)
+                  teacher=teacher, item_dims=item_dims, on_checkpoint=on_checkpoint)
     if not candidates:
         return _pretrain_once(config=config, checkpoint=checkpoint, resume=resume, **kwargs)
     if checkpoint is not None:
@@ -147,7 +149,8 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
                    checkpoint: Path | None, resume: bool, progress: bool,
                    allocations: tuple[np.ndarray, np.ndarray] | None,
                    teacher: tuple[np.ndarray, np.ndarray] | None = None,
-                   item_dims: np.ndarray | None = None) -> PretrainResult:
+                   item_dims: np.ndarray | None = None,
+                   on_checkpoint: Callable[[], None] | None = None) -> PretrainResult:
     config = config.resolved(data.count("train"), model_config.n_blocks)
     model = build_model(data, model_config, seed, teacher)
     if item_dims is not None:
@@ -189,7 +192,7 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
                max_epochs=config.max_epochs, patience=config.patience, eval_every=config.eval_every,
                lr_decay=config.lr_decay, lr_patience=config.lr_patience, checkpoint=checkpoint,
                checkpoint_seconds=CHECKPOINT_SECONDS, resume=resume, progress=progress, desc="pretrain",
-               validate_start=teacher is not None)
+               validate_start=teacher is not None, on_checkpoint=on_checkpoint)
     model.eval()  # a codebook table composes its exact hard codes only outside training
     with torch.no_grad():
         users, items = model.final_embeddings()

@@ -42,6 +42,7 @@ measured on ml-100k, both searches then chose D for every item) and the budget r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,10 @@ class _Dims:
 
 def search_item_dims(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, search: str,
                      seed: int, epochs: int, smallest: int, budget_bytes: int, checkpoint: Path | None = None,
-                     resume: bool = False, progress: bool = False) -> np.ndarray:
+                     resume: bool = False, progress: bool = False,
+                     on_checkpoint: Callable[[], None] | None = None) -> np.ndarray:
     """Per-item dims (items,) found by ``search`` (``esapn`` or ``autoemb``) in ``epochs`` epochs under a
-    budget of ``budget_bytes``."""
+    budget of ``budget_bytes``; ``on_checkpoint`` runs after each checkpoint."""
     from peel.training.pretrain import build_model
 
     if search not in SEARCHES:
@@ -170,6 +172,7 @@ def search_item_dims(data: Interactions, *, model_config: ModelConfig, config: P
 
     kwargs: dict[str, Any] = dict(model=model, optimizer=optimizer, batches=batches, max_epochs=epochs,
                                   patience=epochs + 1, checkpoint=checkpoint, resume=resume, progress=progress,
+                                  on_checkpoint=on_checkpoint,
                                   desc=f"search ({search})")
     budget_floats = budget_bytes // BYTES_PER_FLOAT - model_config.dim  # what the items may hold together
     if search == "esapn":
