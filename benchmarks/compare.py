@@ -26,6 +26,7 @@ committed results (marked †, with the date it was measured):
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from collections import Counter
 from pathlib import Path
@@ -34,10 +35,12 @@ from typing import Any
 import numpy as np
 
 from peel.bench import RESULTS_DIR, write_result
+from peel.bench.cache import cached_rows
 from peel.budget import Budget, device_bytes, full_table_bytes, parse_budgets
 from peel.budget import paper_equivalent as scale
 from peel.config import PeelConfig, config_from_sources
 from peel.data import load
+from peel.data.source import data_source
 from peel.evaluation import PopularityScorer, evaluate
 from peel.evaluation.significance import paired_test
 from peel.methods import FIXED_METHODS, METHODS, load_run
@@ -213,23 +216,34 @@ def seconds_of(path: Path) -> float | None:
     return RunLayout(path).stage_seconds("total")
 
 
-def evaluate_all(data: Any, paths: dict[str, Path], budgets: list[Budget]) -> list[dict[str, Any]]:
-    """Test rows with per-user NDCG@50 (for the paired tests) and validation NDCG@50 (for choices)."""
+def evaluate_all(data: Any, data_identity: Any, paths: dict[str, Path], budgets: list[Budget]) -> list[dict[str, Any]]:
+    """Test rows with per-user NDCG@50 (for the paired tests) and validation NDCG@50 (for choices); a run
+    evaluated before with nothing changed is read from its evaluation cache (peel.bench.cache)."""
     rows = []
     scored = [(name, path, None, []) for name, path in paths.items()] + \
         [(name, paths[trained], label, overrides) for name, (label, trained, overrides) in DEVICE_VARIANTS.items()
          if trained in paths]
     for name, path, label, overrides in scored:
-        model = load_run(path, overrides=overrides)
-        family, _, l2 = name.partition(L2_SUFFIX)
-        label = label or LABELS.get(name, LABELS.get(family, model.label) + (f", L2 {l2}" if l2 else ""))
-        print(f"evaluating {label}", flush=True)
-        valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
-        for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label):
-            row.update(run=name, family=family, train_seconds=seconds_of(path),
-                       valid_ndcg50=valid[row["budget"]].get("ndcg@50"))
-            rows.append(row)
+        arguments = {"table": name, "label": label, "overrides": overrides, "ks": KS,
+                     "budgets": [(b.label, b.bytes) for b in budgets], "labels": LABELS}
+        compute = functools.partial(evaluate_run, data, budgets, name, path, label, overrides)
+        for row in cached_rows(path, data_identity=data_identity, arguments=arguments, compute=compute):
+            rows.append({**{k: v for k, v in row.items() if k != "valid_ndcg50"}, "run": name,
+                         "family": name.partition(L2_SUFFIX)[0], "train_seconds": seconds_of(path),
+                         "valid_ndcg50": row["valid_ndcg50"]})
     return mark_chosen(rows)
+
+
+def evaluate_run(data: Any, budgets: list[Budget], name: str, path: Path, label: str | None,
+                 overrides: list[str]) -> list[dict[str, Any]]:
+    """One run's test rows at ``budgets``, each with its validation NDCG@50."""
+    model = load_run(path, overrides=overrides)
+    family, _, l2 = name.partition(L2_SUFFIX)
+    label = label or LABELS.get(name, LABELS.get(family, model.label) + (f", L2 {l2}" if l2 else ""))
+    print(f"evaluating {label}", flush=True)
+    valid = {r["budget"]: r for r in model.evaluate(data, budgets, split="valid", ks=(50,), label=label)}
+    return [{**row, "valid_ndcg50": valid[row["budget"]].get("ndcg@50")}
+            for row in model.evaluate(data, budgets, split="test", ks=KS, per_user=True, label=label)]
 
 
 def mark_chosen(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -240,16 +254,19 @@ def mark_chosen(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def curve(data: Any, path: Path, label: str) -> list[dict[str, Any]]:
+def curve(data: Any, data_identity: Any, path: Path, label: str) -> list[dict[str, Any]]:
     """An elastic model's test NDCG/Recall@50 at CURVE_POINTS budgets from its minimum to full size."""
-    model = load_run(path)
-    run = model.run
-    low = max(run.layout.minimum_bytes(run.unit_order(g)) for g in range(len(run.groups)))
-    high = run.layout.full_bytes()
-    budgets = [Budget(int(b), f"{b / 1e6:.2f}MB") for b in np.geomspace(low, high, CURVE_POINTS)]
-    print(f"budget curve of {label}", flush=True)
-    return [{k: v for k, v in r.items() if k != "per_user"}
-            for r in model.evaluate(data, budgets, split="test", ks=(50,), label=label)]
+    def points() -> list[dict[str, Any]]:
+        model = load_run(path)
+        run = model.run
+        low = max(run.layout.minimum_bytes(run.unit_order(g)) for g in range(len(run.groups)))
+        high = run.layout.full_bytes()
+        budgets = [Budget(int(b), f"{b / 1e6:.2f}MB") for b in np.geomspace(low, high, CURVE_POINTS)]
+        print(f"budget curve of {label}", flush=True)
+        return model.evaluate(data, budgets, split="test", ks=(50,), label=label)
+
+    arguments = {"curve": label, "points": CURVE_POINTS}
+    return cached_rows(path, data_identity=data_identity, arguments=arguments, compute=points)
 
 
 def tuned_peel(rows: list[dict[str, Any]]) -> str | None:
@@ -500,7 +517,8 @@ def main() -> None:
                           unit_dtype=args.unit_dtype)
     if only is not None:
         return
-    rows = evaluate_all(data, paths, budgets)
+    data_identity = data_source(data, args.data)["identity"]
+    rows = evaluate_all(data, data_identity, paths, budgets)
     fresh = {r["run"] for r in rows}
     place = {name: i for i, name in enumerate([*PEEL_VARIANTS, *fitted_plan, *DEVICE_VARIANTS])}
     rows = mark_chosen(sorted(rows + [r for r in committed["rows"] if r["run"] not in fresh],
@@ -508,7 +526,7 @@ def main() -> None:
     paired = paired_rows(rows, budgets, committed["paired"])
     tuned = tuned_peel(rows)
     curves = [point for name, (label, *_) in PEEL_VARIANTS.items() if name in paths
-              for point in curve(data, paths[name], label)]
+              for point in curve(data, data_identity, paths[name], label)]
     curves += [c for c in committed["curves"] if c["method"] not in {c["method"] for c in curves}]
     table = [{k: v for k, v in r.items() if k != "per_user"} for r in rows]
     payload = {"dataset": data.name, "unit_dtype": args.unit_dtype, "budgets": [str(b) for b in budgets],

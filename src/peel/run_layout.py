@@ -15,6 +15,7 @@ the export, the benchmarks) names its files through :class:`RunLayout`, so the l
     finetune/       group_<g>.npz per user group (+ checkpoint_<g>.pt while running)
     rule/           RULE: labels.npz (labelled structures), estimator.npz, search-<reading>-<bytes>.json
     ablations/<name>/   the same layout, one per ablation
+    evaluation/     benchmark evaluations of the finished run, by a key of all they depend on (peel.bench.cache)
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class RunLayout:
 
     def rule_searches(self, reading: str) -> list[Path]:
         return sorted(self.rule_dir.glob(f"search-{reading}-*.json")) if self.rule_dir.exists() else []
+
+    @property
+    def evaluation_cache(self) -> Path:
+        return self.root / "evaluation"
 
     @property
     def ablations_dir(self) -> Path:

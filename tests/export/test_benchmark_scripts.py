@@ -582,3 +582,62 @@ def test_compare_numbers_carried_rows_by_the_date_of_their_result() -> None:
     payload["rows"] = payload["rows"][1:]
     lines = compare.markdown(payload).splitlines()
     assert any(line.startswith("| early † |") for line in lines)
+
+
+def test_compare_evaluates_a_run_again_only_when_something_it_depends_on_changed(tiny_run, tiny_data, tmp_path,
+                                                                                  monkeypatch) -> None:
+    import peel.bench.cache as cache
+    from peel.budget import Budget
+    from peel.data.source import data_source
+    from peel.errors import PeelError
+    from peel.methods import load_run
+
+    compare = _script("compare")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    full = load_run(run).run.layout.full_bytes()
+    budgets = [Budget(int(full * 0.6), "small"), Budget(full, "full")]
+    identity = data_source(tiny_data, None)["identity"]
+    evaluated = []
+    original = compare.evaluate_run
+
+    def counting(*args):
+        evaluated.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(compare, "evaluate_run", counting)
+
+    def rows():
+        return compare.evaluate_all(tiny_data, identity, {"peel-defaults": run}, budgets)
+
+    first = rows()
+    scored = len(evaluated)
+    assert scored >= 1 and len(first) == scored * len(budgets)
+    (run / "log.txt").write_text("another invocation\n")  # neither the log nor the seconds change a row
+    (run / "summary.json").write_text(json.dumps({"seconds": {"total": 1.0}}))
+    again = rows()
+    assert len(evaluated) == scored  # all from the cache
+    for a, b in zip(first, again, strict=True):
+        assert {k: v for k, v in a.items() if k not in ("per_user", "train_seconds")} == \
+            {k: v for k, v in b.items() if k not in ("per_user", "train_seconds")}  # JSON keeps floats exactly
+        assert a["per_user"].keys() == b["per_user"].keys()
+        for name in a["per_user"]:
+            np.testing.assert_array_equal(a["per_user"][name], b["per_user"][name])
+    assert again[0]["train_seconds"] == 1.0  # read from the run, never cached
+
+    result = run / "pretrain" / "result.json"
+    result.write_text(result.read_text().replace("{", '{"touched": 1, ', 1))
+    rows()
+    assert len(evaluated) == 2 * scored  # a run file changed
+    rows()
+    assert len(evaluated) == 2 * scored
+    monkeypatch.setattr(cache, "source_digest", lambda: "another peel")
+    rows()
+    assert len(evaluated) == 3 * scored  # the code changed
+    compare.evaluate_all(tiny_data, {"other": "data"}, {"peel-defaults": run}, budgets)
+    assert len(evaluated) == 4 * scored  # the data changed
+
+    for entry in (run / "evaluation").glob("*.json"):
+        entry.write_text("[{")
+    with pytest.raises(PeelError, match=r"evaluation.*\.json: a damaged evaluation cache entry"):
+        rows()
