@@ -22,7 +22,8 @@ Variants:
     python benchmarks/step_time.py --data ../shared/data/yelp2018-sub --method lightrec --budget 5MB-eq \
         --set model.codewords=16 --baseline-src /tmp/peel-old/src
 
-Results: benchmarks/results/step_time_<dataset>.{json,md} (step_time_<dataset>_<method> for a method).
+Results: benchmarks/results/step_time_<dataset>.{json,md} (step_time_<dataset>_<method> for a method; ``--tag T``
+appends _T, to keep two settings' results side by side).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--method", default="peel", help="peel (stage a, the default) or a fixed-size method")
     parser.add_argument("--budget", default=None, help="the budget a fixed-size --method is fitted to, e.g. 5MB-eq")
     parser.add_argument("--set", action="append", default=[], help="config override section.key=value (repeatable)")
+    parser.add_argument("--tag", default="", help="appended to the results' file name (e.g. the batch size)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if (args.method == "peel") != (args.budget is None):
@@ -191,7 +193,8 @@ def main() -> None:
                "load_average_at_start": load_before,
                "variants": {name: {"label": label, "runs": runs[name], "median": median[name]}
                             for name, (label, _, _) in variants.items()}}
-    name = f"step_time_{data.name}" + ("" if args.method == "peel" else f"_{args.method}")
+    parts = ["step_time", data.name, *([args.method] if args.method != "peel" else []), *filter(None, [args.tag])]
+    name = "_".join(parts)
     path = write_result(name, payload, table, results_dir=args.results_dir)
     print(table)
     print(f"wrote {path}")

@@ -417,10 +417,10 @@ def test_step_time_script_times_a_fixed_method_fitted_to_the_budget(shared_data,
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "step_time.py"
     base = [sys.executable, str(script), "--data", str(shared_data / "ml-100k"), "--steps", "1", "--repeats", "1",
             "--threads", "1", "--results-dir", str(tmp_path)]
-    done = subprocess.run([*base, "--method", "lightrec", "--budget", "50000", "--set", "model.codewords=16"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run([*base, "--method", "lightrec", "--budget", "50000", "--set", "model.codewords=16",
+                           "--tag", "w16"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    (run,) = json.loads((tmp_path / "step_time_ml-100k_lightrec.json").read_text())["variants"]["kept"]["runs"]
+    (run,) = json.loads((tmp_path / "step_time_ml-100k_lightrec_w16.json").read_text())["variants"]["kept"]["runs"]
     config = PeelConfig().with_overrides(["model.codewords=16"])
     n_items = load(shared_data / "ml-100k").n_items
     assert run["model"] == {"item_table": "codebooks", "dim": 128, "codewords": 16,
