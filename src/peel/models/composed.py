@@ -93,23 +93,21 @@ class CodebookTable(nn.Module):
     def _compose(self, encoded: torch.Tensor) -> torch.Tensor:
         if self.training:
             return ResidualQuantize.apply(encoded, self.codebooks)
-        residual, out = encoded, torch.zeros_like(encoded)
-        for book in self.codebooks:  # B is small; each step is one (items, W) distance matrix
-            chosen = book.index_select(0, _squared_distances(residual, book).argmin(dim=1))
-            out = out + chosen
-            residual = residual - chosen
-        return out
+        residual = encoded.clone()
+        for book in self.codebooks:  # B is small; each step is one (items, W) matrix of closeness
+            residual.sub_(book.index_select(0, _nearest(residual, book)))
+        return encoded - residual
 
     def codes(self, chunk: int = 8192) -> np.ndarray:
         """The hard codes (items, B) of every item, as the forward pass chooses them."""
         out = np.empty((self.n_items, self.composition.codebooks), dtype=np.int64)
         with torch.no_grad():
             for start in range(0, self.n_items, chunk):
-                residual = self.encoder[start: start + chunk]
+                residual = self.encoder[start: start + chunk].clone()
                 for b, book in enumerate(self.codebooks):
-                    hard = _squared_distances(residual, book).argmin(dim=1)
+                    hard = _nearest(residual, book)
                     out[start: start + chunk, b] = hard.numpy()
-                    residual = residual - book.index_select(0, hard)
+                    residual.sub_(book.index_select(0, hard))
         return out
 
     def distillation(self, index: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
@@ -132,45 +130,53 @@ class ResidualQuantize(torch.autograd.Function):
     (r_0 = encoded), and r_{b+1} = r_b - chosen_b; the output is encoded - r_B, what a device composes.
     Backward: as if r_{b+1} = r_b - chosen_b - soft_b with soft_b = softmax(-|r_b - C_b|²) @ C_b the
     mixture that stands in for the discrete choice. With h the gradient at r_{b+1}, s = h C_bᵀ, p the
-    softmax and q = p ⊙ (s - (p·s)), the gradient at r_b is h - 2 q C_b, and C_b gets -pᵀh - 2qᵀr_b
-    + 2 C_b ⊙ Σ_n q (through soft) minus h summed onto each chosen codeword. Only the codes and the last
-    residual are kept; each r_b is rebuilt backwards (r_b = r_{b+1} + chosen_b). Autograd through the
-    same mixtures (what this replaced; tests/device/test_composed.py keeps it as the reference, which
-    this matches to about 1e-6 relative) recomputed every codebook's graph: at yelp2018-sub's 5MB-eq
-    LightRec a training step took 1.89 s against 1.34 s now, at 3.3 GB peak against 0.9 GB
-    (benchmarks/results/step_time_yelp2018-sub_lightrec.md).
+    softmax, o the one-hot codes and q = p ⊙ (s - (p·s)), the gradient at r_b is h - 2 q C_b, and C_b gets
+    2 C_b ⊙ Σ_n q - (p + o)ᵀh - 2qᵀr_b. Only the codes and the last residual are kept; each r_b is rebuilt
+    backwards (r_b = r_{b+1} + chosen_b). Autograd through the same mixtures (what this replaced;
+    tests/device/test_composed.py keeps it as the reference) recomputed every codebook's graph.
+    Every (items, D) pass is memory-bound at small W, so the loops update r and h in place and fold each
+    codebook's gradient into matrix products: at yelp2018-sub's 25MB-eq (B = 297, W = 16) a training step
+    takes 1.84 s against 4.57 s before (benchmarks/results/step_time_yelp2018-sub_lightrec_inplace.md).
     """
 
     @staticmethod
     def forward(ctx: Any, encoded: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
-        residual, codes = encoded, []
-        for book in codebooks:
-            hard = _squared_distances(residual, book).argmin(dim=1)
-            residual = residual - book.index_select(0, hard)
-            codes.append(hard)
-        ctx.save_for_backward(codebooks, residual, torch.stack(codes))
+        residual = encoded.clone()
+        codes = torch.empty(len(codebooks), len(encoded), dtype=torch.long)
+        for b, book in enumerate(codebooks):
+            codes[b] = _nearest(residual, book)
+            residual.sub_(book.index_select(0, codes[b]))
+        ctx.save_for_backward(codebooks, residual, codes)
         return encoded - residual
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codebooks, residual, codes = ctx.saved_tensors
+        residual = residual.clone()  # rebuilt in place, codebook by codebook
         h = -grad  # at the last residual: the output is encoded - r_B
         grad_books = torch.empty_like(codebooks)
         for b in range(len(codebooks) - 1, -1, -1):
-            book, hard = codebooks[b], codes[b]
-            residual = residual + book.index_select(0, hard)
-            p = torch.softmax(-_squared_distances(residual, book), dim=1)
+            book = codebooks[b]
+            one_hot = torch.zeros(len(residual), len(book)).scatter_(1, codes[b][:, None], 1.0)
+            residual.addmm_(one_hot, book)
+            p = torch.softmax(_closeness(residual, book), dim=1)
             s = h @ book.T
             q = p * (s - (p * s).sum(dim=1, keepdim=True))
-            through_soft = 2 * book * q.sum(dim=0)[:, None] - p.T @ h - 2 * (q.T @ residual)
-            grad_books[b] = through_soft.index_add_(0, hard, h, alpha=-1)
-            h = h - 2 * (q @ book)
-        return grad + h, grad_books
+            grad_books[b] = (torch.addmm(2 * book * q.sum(dim=0)[:, None], (p + one_hot).T, h, alpha=-1)
+                             .addmm_(q.T, residual, alpha=-2))
+            h.addmm_(q, book, alpha=-2)
+        return h.add_(grad), grad_books
 
 
-def _squared_distances(x: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
-    """(items, W) squared distances of the rows of ``x`` to the codewords of ``book``."""
-    return (x.pow(2).sum(dim=1, keepdim=True) - 2 * x @ book.T + book.pow(2).sum(dim=1)[None, :]).clamp_min(0)
+def _closeness(x: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    """(items, W) closeness 2 x·c - |c|² of the rows of ``x`` to the codewords of ``book``: the negative squared
+    distance up to each row's |x|², so the same argmax and softmax, without |x|²'s rounding or its pass."""
+    return torch.addmm(book.pow(2).sum(dim=1), x, book.T, beta=-1, alpha=2)
+
+
+def _nearest(x: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    """The index of the codeword of ``book`` nearest to each row of ``x`` (the first of a tie)."""
+    return _closeness(x, book).argmax(dim=1)
 
 
 def residual_kmeans(vectors: torch.Tensor, codebooks: int, codewords: int, iterations: int = 10) -> torch.Tensor:
@@ -184,11 +190,11 @@ def residual_kmeans(vectors: torch.Tensor, codebooks: int, codewords: int, itera
         if len(book) < codewords:  # fewer items than codewords: the spare codewords start at zero
             book = torch.cat([book, book.new_zeros(codewords - len(book), book.shape[1])])
         for _ in range(iterations):
-            assign = _squared_distances(residual, book).argmin(dim=1)
+            assign = _nearest(residual, book)
             sums = torch.zeros_like(book).index_add_(0, assign, residual)
             counts = torch.bincount(assign, minlength=codewords).to(book.dtype)[:, None]
             book = torch.where(counts > 0, sums / counts.clamp_min(1), book)
-        residual = residual - book[_squared_distances(residual, book).argmin(dim=1)]
+        residual = residual - book[_nearest(residual, book)]
         books.append(book)
     return torch.stack(books)
 
