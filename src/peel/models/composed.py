@@ -156,13 +156,13 @@ class ResidualQuantize(torch.autograd.Function):
         h = -grad  # at the last residual: the output is encoded - r_B
         grad_books = torch.empty_like(codebooks)
         for b in range(len(codebooks) - 1, -1, -1):
-            book = codebooks[b]
-            one_hot = torch.zeros(len(residual), len(book)).scatter_(1, codes[b][:, None], 1.0)
-            residual.addmm_(one_hot, book)
+            book, hard = codebooks[b], codes[b]
+            residual.add_(book.index_select(0, hard))
             p = torch.softmax(_closeness(residual, book), dim=1)
             s = h @ book.T
-            q = p * (s - (p * s).sum(dim=1, keepdim=True))
-            grad_books[b] = (torch.addmm(2 * book * q.sum(dim=0)[:, None], (p + one_hot).T, h, alpha=-1)
+            p_h = p.T @ h
+            q = s.sub_((p * s).sum(dim=1, keepdim=True)).mul_(p)
+            grad_books[b] = ((2 * book * q.sum(dim=0)[:, None]).sub_(p_h).index_add_(0, hard, h, alpha=-1)
                              .addmm_(q.T, residual, alpha=-2))
             h.addmm_(q, book, alpha=-2)
         return h.add_(grad), grad_books
