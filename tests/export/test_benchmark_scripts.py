@@ -641,3 +641,45 @@ def test_compare_evaluates_a_run_again_only_when_something_it_depends_on_changed
         entry.write_text("[{")
     with pytest.raises(PeelError, match=r"evaluation.*\.json: a damaged evaluation cache entry"):
         rows()
+
+
+def _fake_lightrec_run(path: Path, users: np.ndarray, books: np.ndarray, codes: np.ndarray) -> Path:
+    """A finished LightRec run's files as compare.py leaves them: B codebooks of W codewords, packed codes."""
+    from peel.config import PeelConfig
+    from peel.device.composed import pack_codes
+
+    n_books, words, dim = books.shape
+    items = sum(books[b][codes[:, b]] for b in range(n_books)).astype(np.float32)
+    (path / "pretrain").mkdir(parents=True)
+    config = PeelConfig().to_dict()
+    config["model"]["codewords"] = words
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "method.json").write_text(json.dumps({"method": "lightrec", "dim": dim, "codebooks": n_books}))
+    np.savez(path / "pretrain" / "embeddings.npz", user_vectors=users, item_vectors=items,
+             **{"composed.codebooks": books.reshape(-1, dim), "composed.codes": pack_codes(codes, 2)})
+    return path
+
+
+def test_codebook_prefix_scores_a_runs_first_codebooks_against_a_run_fitted_with_them(tiny_data, tmp_path) -> None:
+    script = _script("codebook_prefix")
+    rng = np.random.default_rng(0)
+    users = rng.normal(size=(tiny_data.n_users, 8)).astype(np.float32)
+    books = rng.normal(size=(5, 4, 8)).astype(np.float32)
+    codes = rng.integers(0, 4, size=(tiny_data.n_items, 5))
+    big = _fake_lightrec_run(tmp_path / "big", users, books, codes)
+    # a run holding exactly big's first 2 codebooks scores as big's prefix; its last 2 do not
+    first = _fake_lightrec_run(tmp_path / "first", users, books[:2], codes[:, :2])
+    last = _fake_lightrec_run(tmp_path / "last", users, books[3:], codes[:, 3:])
+    rows = script.probe(tiny_data, big, [first, last])
+    assert [(r["against"], r["codebooks"], r["of"], r["split"]) for r in rows] == [
+        (str(first), 2, 5, "valid"), (str(first), 2, 5, "test"), (str(last), 2, 5, "valid"), (str(last), 2, 5, "test")]
+    for row in rows[:2]:
+        assert row["ndcg@50"] == row["ndcg@50 fitted"] and row["recall@50"] == row["recall@50 fitted"]
+    assert any(row["ndcg@50"] != row["ndcg@50 fitted"] for row in rows[2:])
+    whole = script.Composition("codebooks", 8, codebooks=5, codewords=4)
+    assert rows[0]["bytes"] < whole.device_bytes(tiny_data.n_items)
+    # codes that do not rebuild the stored item vectors are refused
+    np.savez(big / "pretrain" / "embeddings.npz", user_vectors=users, item_vectors=np.zeros((tiny_data.n_items, 8)),
+             **{"composed.codebooks": books.reshape(-1, 8), "composed.codes": np.zeros(1, dtype=np.uint8)})
+    with pytest.raises(SystemExit, match="do not rebuild"):
+        script.lightrec_run(big)
