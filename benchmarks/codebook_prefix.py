@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from peel.bench import RESULTS_DIR, command_line, write_result
+from peel.bench import added_rows, write_result
 from peel.config import PeelConfig
 from peel.data import load
 from peel.device.composed import Composition, unpack_codes
@@ -113,13 +113,9 @@ def main() -> None:
                         help="finished LightRec runs with fewer codebooks (their B is the prefix scored)")
     args = parser.parse_args()
     data = load(args.data)
-    path = RESULTS_DIR / f"codebook_prefix_{data.name}.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
     fresh = probe(data, args.run, args.against)
-    keys = {(r["run"], r["against"], r["split"]) for r in fresh}
-    rows = [r for r in previous.get("rows", []) if (r["run"], r["against"], r["split"]) not in keys] + fresh
-    payload = {"dataset": data.name, "rows": rows,
-               "commands": list(dict.fromkeys([*previous.get("commands", []), command_line()]))}
+    payload = {"dataset": data.name,
+               **added_rows(f"codebook_prefix_{data.name}", fresh, lambda r: (r["run"], r["against"], r["split"]))}
     write_result(f"codebook_prefix_{data.name}", payload, markdown(payload))
 
 

@@ -11,13 +11,12 @@ Results (one row per run and decay, added to earlier runs' rows): benchmarks/res
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from peel.bench import RESULTS_DIR, command_line, timestamp, write_result
+from peel.bench import added_rows, timestamp, write_result
 from peel.budget import Budget
 from peel.data import load
 from peel.methods import load_run
@@ -88,12 +87,8 @@ def main() -> None:
     if not decays or any(not 0 < d <= 1 for d in decays):
         raise SystemExit(f"--decays must be values in (0, 1], got {args.decays!r}")
     data = load(args.data)
-    path = RESULTS_DIR / f"density_decay_{data.name}.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
     rows = probe(data, args.run, decays, budgets_for(data, args.reference))
-    kept = [r for r in previous.get("rows", []) if (r["run"], r["decay"]) not in {(n["run"], n["decay"]) for n in rows}]
-    payload = {"dataset": data.name, "rows": kept + rows,
-               "commands": list(dict.fromkeys([*previous.get("commands", []), command_line()]))}
+    payload = {"dataset": data.name, **added_rows(f"density_decay_{data.name}", rows, lambda r: (r["run"], r["decay"]))}
     write_result(f"density_decay_{data.name}", payload, markdown(payload))
 
 

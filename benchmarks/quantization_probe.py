@@ -16,13 +16,12 @@ benchmarks/results/quantization_probe_<dataset>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from peel.bench import RESULTS_DIR, command_line, write_result
+from peel.bench import added_rows, write_result
 from peel.config import PeelConfig
 from peel.data import load
 from peel.evaluation.evaluator import evaluate
@@ -113,13 +112,8 @@ def main() -> None:
         parser.error(f"--bits must be in [2, 16] or 32, got {args.bits}")
     if args.scale == "unit" and set(bits) - {8, 32}:
         parser.error(f"--scale unit is the q8 bundle's rounding: --bits 8 (and 32), got {args.bits}")
-    path = RESULTS_DIR / f"quantization_probe_{data.name}.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
     fresh = probe(data, args.run, prefixes, bits, args.scale)
-    keys = {row_key(r) for r in fresh}
-    rows = [r for r in previous.get("rows", []) if row_key(r) not in keys] + fresh
-    payload = {"dataset": data.name, "rows": rows,
-               "commands": list(dict.fromkeys([*previous.get("commands", []), command_line()]))}
+    payload = {"dataset": data.name, **added_rows(f"quantization_probe_{data.name}", fresh, row_key)}
     write_result(f"quantization_probe_{data.name}", payload, markdown(payload))
 
 

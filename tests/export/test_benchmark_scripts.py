@@ -683,3 +683,14 @@ def test_codebook_prefix_scores_a_runs_first_codebooks_against_a_run_fitted_with
              **{"composed.codebooks": books.reshape(-1, 8), "composed.codes": np.zeros(1, dtype=np.uint8)})
     with pytest.raises(SystemExit, match="do not rebuild"):
         script.lightrec_run(big)
+
+
+def test_added_rows_replace_earlier_rows_of_the_same_key_and_keep_the_others(tmp_path) -> None:
+    from peel.bench import added_rows
+
+    earlier = {"rows": [{"run": "a", "v": 1}, {"run": "b", "v": 2}], "commands": ["python x.py --run a"]}
+    (tmp_path / "probe.json").write_text(json.dumps(earlier))
+    added = added_rows("probe", [{"run": "b", "v": 3}, {"run": "c", "v": 4}], lambda r: r["run"], results_dir=tmp_path)
+    assert added["rows"] == [{"run": "a", "v": 1}, {"run": "b", "v": 3}, {"run": "c", "v": 4}]
+    assert added["commands"][0] == "python x.py --run a" and len(added["commands"]) == 2
+    assert added_rows("none", [{"run": "a"}], lambda r: r["run"], results_dir=tmp_path)["rows"] == [{"run": "a"}]

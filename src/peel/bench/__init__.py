@@ -8,6 +8,7 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,17 @@ def timestamp() -> str:
 
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+
+
+def added_rows(name: str, fresh: list[dict[str, Any]], key: Callable[[dict[str, Any]], Hashable],
+               *, results_dir: Path | None = None) -> dict[str, Any]:
+    """``rows`` and ``commands`` of the results ``name`` with ``fresh`` added: an earlier row of the same ``key``
+    is replaced, the others kept, and this command added to the commands that measured them."""
+    path = (results_dir or RESULTS_DIR) / f"{name}.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    keys = {key(row) for row in fresh}
+    return {"rows": [row for row in previous.get("rows", []) if key(row) not in keys] + fresh,
+            "commands": list(dict.fromkeys([*previous.get("commands", []), command_line()]))}
 
 
 def write_result(name: str, payload: dict[str, Any], table: str, *, results_dir: Path | None = None,
