@@ -1,6 +1,8 @@
 """The per-item dims of the multi-dimensional baselines: the budget rule by hand, and the searches
 (deterministic with a seed, within the budget, resumable)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,35 @@ def test_esapn_gives_popular_items_larger_dims(ml100k):
     deciles = np.array_split(np.argsort(popularity, kind="stable"), 10)
     assert spearmanr(dims, popularity)[0] > 0.7
     assert dims[deciles[-1]].mean() > 2 * dims[deciles[0]].mean()
+
+
+def test_training_with_item_dims_trains_only_the_leading_coordinates(small_data, tmp_path, monkeypatch):
+    """With per-item dims of at most 4 of D = 16, stage a trains 4 coordinates, not 16: propagation, BPR and L2
+    act on each coordinate alone, so the result is the run that trains all 16 (whose last 12 never score),
+    up to float rounding (the dot products sum over 16 coordinates there, 4 here: another summation order,
+    about 1e-7 relative a step, which four epochs of Adam keep far below 1e-4). The untrained coordinates come
+    back as zeros, and a checkpoint of a run that trained every coordinate resumes at its width."""
+    from peel.training import pretrain as stage_a
+
+    config = PeelConfig().with_overrides(["pretrain.batch_size=512", "pretrain.lr=0.01", "pretrain.max_epochs=4",
+                                          "pretrain.eval_every=2", "pretrain.patience=9", "pretrain.nested=",
+                                          "pretrain.lambda_div=0"]).pretrain  # as a fitted method trains
+    dims = np.random.default_rng(0).choice([2, 4], size=small_data.n_items)
+    kwargs = dict(model_config=MODEL, config=config, seed=1, item_dims=dims)
+    narrow = stage_a.pretrain(small_data, **kwargs)
+    real_width = stage_a._trained_width
+    monkeypatch.setattr(stage_a, "_trained_width", lambda *args: MODEL.dim)
+    full = stage_a.pretrain(small_data, **kwargs)
+    assert narrow.user_vectors.shape == full.user_vectors.shape == (small_data.n_users, 16)
+    assert np.all(narrow.user_vectors[:, 4:] == 0) and np.all(narrow.item_vectors[:, 4:] == 0)
+    assert np.abs(full.user_vectors[:, 4:]).min() > 0  # the full run did train them (and they never score)
+    np.testing.assert_allclose(narrow.user_vectors[:, :4], full.user_vectors[:, :4], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(narrow.item_vectors, full.item_vectors, rtol=1e-4, atol=1e-6)
+    assert narrow.loop.best_epoch == full.loop.best_epoch
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    short = dict(kwargs, config=dataclasses.replace(config, max_epochs=2))
+    stage_a.pretrain(small_data, checkpoint=checkpoint, **short)  # every coordinate trained
+    monkeypatch.setattr(stage_a, "_trained_width", real_width)
+    resumed = stage_a.pretrain(small_data, checkpoint=checkpoint, resume=True, **kwargs)
+    np.testing.assert_allclose(resumed.user_vectors, full.user_vectors, rtol=1e-4, atol=1e-6)

@@ -45,6 +45,18 @@ class LightGCN(nn.Module):
         # a soft (items, D) multiplier of the final item vectors (AutoEmb's search: weights over candidate dims)
         self.item_scale: torch.Tensor | None = None
 
+    def keep_leading(self, width: int) -> None:
+        """Keep only the first ``width`` coordinates of every ego embedding (whole blocks), as they are.
+
+        With per-item dims of at most ``width`` nothing past it ever scores: propagation, BPR and L2 act on each
+        coordinate alone, so the leading ones train exactly as they would beside the rest (ESAPN, AutoEmb)."""
+        if self.item_table is not None or width % self.block_dim or not 0 < width <= self.n_blocks * self.block_dim:
+            raise ValueError(f"cannot keep the first {width} of {self.n_blocks} x {self.block_dim} coordinates"
+                             + (" of a composed item table" if self.item_table is not None else ""))
+        self.user_embedding = nn.Parameter(self.user_embedding.detach()[:, :width].clone())
+        self.item_embedding = nn.Parameter(self.item_embedding.detach()[:, :width].clone())
+        self.n_blocks = width // self.block_dim
+
     def item_ego(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Item ego embeddings of ``index`` (all items when None): the table's rows, or composed."""
         if self.item_table is not None:

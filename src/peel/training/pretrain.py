@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from peel.config import ModelConfig, PretrainConfig
 from peel.data.interactions import Interactions
@@ -145,6 +146,20 @@ def build_model(data: Interactions, model_config: ModelConfig, seed: int,
     return model
 
 
+def _trained_width(item_dims: np.ndarray, model_config: ModelConfig, config: PretrainConfig,
+                   checkpoint: Path | None) -> int:
+    """The leading coordinates stage a trains with per-item dims: the largest dim, in whole blocks, when each
+    coordinate trains alone (no diversity regularizer or nested prefixes, which couple the blocks); a
+    checkpoint written by a run that trained every coordinate (before this rule) resumes at its width."""
+    if checkpoint is not None and checkpoint.exists():
+        payload = torch.load(checkpoint, weights_only=True, mmap=True)
+        return int(payload["model"]["user_embedding"].shape[1])
+    if config.lambda_div > 0 or config.nested_blocks(model_config.n_blocks):
+        return model_config.dim
+    block = model_config.block_dim
+    return min(model_config.dim, -(-int(np.max(item_dims)) // block) * block)
+
+
 def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: PretrainConfig, seed: int,
                    checkpoint: Path | None, resume: bool, progress: bool,
                    allocations: tuple[np.ndarray, np.ndarray] | None,
@@ -153,7 +168,13 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
                    on_checkpoint: Callable[[], None] | None = None) -> PretrainResult:
     config = config.resolved(data.count("train"), model_config.n_blocks)
     model = build_model(data, model_config, seed, teacher)
+    width = model_config.dim
     if item_dims is not None:
+        width = _trained_width(item_dims, model_config, config, checkpoint if resume else None)
+        if width < model_config.dim:
+            log.info("pretrain: per-item dims of at most %d of D = %d: only the leading %d coordinates train "
+                     "(the rest never score)", width, model_config.dim, width)
+            model.keep_leading(width)
         model.item_dims = torch.from_numpy(np.asarray(item_dims, dtype=np.int64))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sampler = TripleSampler(data.csr("train"))
@@ -199,5 +220,7 @@ def _pretrain_once(data: Interactions, *, model_config: ModelConfig, config: Pre
     tensors = model.item_table.tensors() if model.item_table is not None else {}
     if item_dims is not None:
         tensors = {"item_dims": np.asarray(item_dims, dtype=np.int64)}
+        # the untrained coordinates are zero: no item scores with them, so the user's never count either
+        users, items = (F.pad(x, (0, model_config.dim - width)) for x in (users, items))
     return PretrainResult(users.detach().numpy().copy(), items.detach().numpy().copy(), loop,  # layers=0: parameters
                           item_tensors=tensors)
