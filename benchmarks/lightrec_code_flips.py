@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,32 @@ def _distillation(table: torch.nn.Module) -> float:
     return value
 
 
+def training_step(model: torch.nn.Module, config: PeelConfig, optimizer_name: str,
+                  lr: float) -> Callable[[tuple[np.ndarray, ...]], float]:
+    """One training step of a LightRec model (stage a's loss) with Adam: ``adam`` one rate for all, ``adam-scaled``
+    codebook b at ``lr`` times its start RMS over the first codebook's. Returns the step, which gives the loss."""
+    table = model.item_table
+    optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if not n.endswith("codebooks")], lr=lr)
+    book_optimizer = torch.optim.Adam([table.codebooks], lr=lr)
+    rms = table.codebooks.detach().pow(2).mean(dim=(1, 2)).sqrt()
+    scale = rms / rms[0] if optimizer_name == "adam-scaled" else torch.ones_like(rms)
+
+    def step(batch: tuple[np.ndarray, ...]) -> float:
+        tensors = [torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in batch]
+        loss = model.loss(*tensors, l2=config.pretrain.l2, lambda_div=0.0, distillation=config.pretrain.distillation)
+        optimizer.zero_grad()
+        book_optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        before = table.codebooks.detach().clone()
+        book_optimizer.step()  # Adam's step is linear in its lr: scaling it is a per-codebook lr
+        with torch.no_grad():
+            table.codebooks.copy_(before + (table.codebooks - before) * scale[:, None, None])
+        return float(loss.item())
+
+    return step
+
+
 def probe(data: Any, run: Path, lrs: list[float], steps: int, optimizers: list[str]) -> list[dict[str, Any]]:
     method = json.loads((run / "method.json").read_text())
     if method.get("method") != "lightrec":
@@ -54,31 +81,17 @@ def probe(data: Any, run: Path, lrs: list[float], steps: int, optimizers: list[s
         model = build_model(data, config.model, config.seed, teacher)
         table = model.item_table
         start_codes, start_distillation = table.codes(), _distillation(table)
-        optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if not n.endswith("codebooks")], lr=lr)
-        book_optimizer = torch.optim.Adam([table.codebooks], lr=lr)
-        scale = torch.ones(len(table.codebooks))
-        if optimizer_name == "adam-scaled":
-            rms = table.codebooks.detach().pow(2).mean(dim=(1, 2)).sqrt()
-            scale = rms / rms[0]
+        train_step = training_step(model, config, optimizer_name, lr)
         batches = TripleSampler(data.csr("train")).epoch(np.random.default_rng([config.seed, 1]),
                                                          config.pretrain.batch_size)
         model.train()
         for step, batch in zip(range(1, steps + 1), batches, strict=False):
-            batch = [torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in batch]
-            loss = model.loss(*batch, l2=config.pretrain.l2, lambda_div=0.0, distillation=config.pretrain.distillation)
-            optimizer.zero_grad()
-            book_optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            before = table.codebooks.detach().clone()
-            book_optimizer.step()  # Adam's step is linear in its lr: scaling it is a per-codebook lr
-            with torch.no_grad():
-                table.codebooks.copy_(before + (table.codebooks - before) * scale[:, None, None])
+            loss = train_step(batch)
             changed = table.codes() != start_codes
             moved = changed.any(axis=1)
             rows.append({"run": str(run), "codebooks": int(method["codebooks"]), "optimizer": optimizer_name, "lr": lr,
                          "step": step,
-                         "loss": float(loss.item()), "distillation start": start_distillation,
+                         "loss": loss, "distillation start": start_distillation,
                          "distillation": _distillation(table), "codes changed": float(changed.mean()),
                          "items changed": float(moved.mean()),
                          "median first changed codebook": float(np.median(changed[moved].argmax(axis=1)))
