@@ -128,21 +128,32 @@ def validation_ndcg50(data: Any, path: Path, budget: Budget) -> float:
     return load_run(path).evaluate(data, [budget], split="valid", ks=(50,), label=path.name)[0]["ndcg@50"]
 
 
-def teacher_run(data: Any, runs: Path, unit_dtype: str = "f32") -> Path:
+def teacher_run(data: Any, runs: Path, unit_dtype: str = "f32", results_dir: Path = RESULTS_DIR) -> Path:
     """The full-size LightGCN a distilled method (LightRec) distils: of the comparison's full-size runs (the
     tuned L2 and its smaller ones, :func:`fitted_runs`), the best on validation NDCG@50, as the full-size row
     is chosen; a weaker teacher would weaken the student (amazon-book-sub: validation NDCG@50 .0380 at the
-    tuned L2 1e-2 against .0532 at 1e-3). All of them must be trained first, so that the teacher does not
-    depend on which happened to be there."""
+    tuned L2 1e-2 against .0532 at 1e-3). Every one of them is scored, so that the teacher does not depend on
+    which happened to be there: a run trained in RUNS afresh, one that is not by its committed row (as
+    ``--carry`` carries it), so a new machine trains only the teacher."""
+    import json
+
     names = list(fitted_runs(data, [], ("lightgcn",), unit_dtype))
-    missing = [name for name in names if not RunLayout(runs / name).embeddings.exists()]
-    if missing:
+    path = results_dir / f"{results_name(data.name, unit_dtype)}.json"
+    committed = {r["run"]: r["valid_ndcg50"] for r in json.loads(path.read_text())["rows"]
+                 if r["run"] in names and r.get("valid_ndcg50") is not None} if path.exists() else {}
+    trained = {name for name in names if RunLayout(runs / name).embeddings.exists()}
+    if missing := [name for name in names if name not in trained and name not in committed]:
         raise SystemExit(f"a distilled method distils the best on validation of {', '.join(names)}: train "
                          f"{', '.join(missing)} first (--fitted lightgcn --only {','.join(missing)})")
-    scores = {name: validation_ndcg50(data, runs / name, full_budget(data, unit_dtype)) for name in names}
+    scores = {name: validation_ndcg50(data, runs / name, full_budget(data, unit_dtype)) if name in trained
+              else committed[name] for name in names}
     best = max(names, key=scores.__getitem__)
-    print(f"teacher: {best} (validation NDCG@50 " +
-          ", ".join(f"{name} {score:.5f}" for name, score in scores.items()) + ")", flush=True)
+    print(f"teacher: {best} (validation NDCG@50 " + ", ".join(
+        f"{name} {score:.5f}" + ("" if name in trained else " committed") for name, score in scores.items()) + ")",
+        flush=True)
+    if best not in trained:
+        raise SystemExit(f"the teacher is {best}, best on validation by its committed row: train it first "
+                         f"(--fitted lightgcn --only {best})")
     return runs / best
 
 

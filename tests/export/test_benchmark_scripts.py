@@ -537,6 +537,26 @@ def test_compare_distils_the_full_size_lightgcn_best_on_validation_even_when_lig
     compare.train_all(tiny_data, "synthetic", tmp_path, fitted)
     assert seen["teacher"] == tmp_path / "lightgcn-full-l2=0.001"  # not the run at the tuned L2
 
+    # on a new machine a full-size run not trained there counts by its committed row, so only the teacher is
+    # trained again; one committed as the best is asked for, never passed over for a present one
+    import json
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / f"compare_{tiny_data.name}.json").write_text(json.dumps({"rows": [
+        {"run": name, "valid_ndcg50": score} for name, score in validation.items()]}))
+    fresh = tmp_path / "fresh"
+    for name in ("lightgcn-full", "lightgcn-full-l2=0.0001"):
+        RunLayout(fresh / name).embeddings.parent.mkdir(parents=True)
+        RunLayout(fresh / name).embeddings.write_bytes(b"")
+    with pytest.raises(SystemExit, match="the teacher is lightgcn-full-l2=0.001.*train it first"):
+        compare.teacher_run(tiny_data, fresh, results_dir=results)
+    RunLayout(fresh / "lightgcn-full-l2=0.001").embeddings.parent.mkdir(parents=True)
+    RunLayout(fresh / "lightgcn-full-l2=0.001").embeddings.write_bytes(b"")
+    for name in ("lightgcn-full", "lightgcn-full-l2=0.0001"):
+        RunLayout(fresh / name).embeddings.unlink()
+    assert compare.teacher_run(tiny_data, fresh, results_dir=results) == fresh / "lightgcn-full-l2=0.001"
+
 
 def test_seed_repeats_train_one_side_per_process_but_compare_only_both(shared_data, tmp_path, monkeypatch,
                                                                        capsys) -> None:
