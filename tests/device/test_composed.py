@@ -137,12 +137,17 @@ def test_writer_refuses_missing_or_misshapen_tensors(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize(("items", "dim", "codebooks", "codewords"), [(40, 6, 3, 5), (300, 32, 12, 16)])
+@pytest.mark.parametrize(("items", "dim", "codebooks", "codewords", "rows_per_pass"),
+                         [(40, 6, 3, 5, None), (300, 32, 12, 16, None), (300, 32, 12, 16, 64)])
 def test_codebook_training_composition_matches_the_straight_through_sum_in_value_and_gradient(
-        items: int, dim: int, codebooks: int, codewords: int) -> None:
+        items: int, dim: int, codebooks: int, codewords: int, rows_per_pass: int | None, monkeypatch) -> None:
     import torch
 
+    from peel.models import composed
     from peel.models.composed import CodebookTable
+
+    if rows_per_pass:  # the batch's 305 rows in slices of 64 (the last one partial), each codebook's gradient summed
+        monkeypatch.setattr(composed, "ROWS_PER_PASS", rows_per_pass)
 
     torch.manual_seed(0)
     table = CodebookTable(items, Composition("codebooks", dim, codebooks=codebooks, codewords=codewords)).train()
