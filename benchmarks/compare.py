@@ -472,7 +472,8 @@ def main() -> None:
     parser.add_argument("--only", default=None,
                         help="train only these runs (comma-separated names, e.g. peel-paper,lightgcn-5MB-eq) and stop: "
                              "start several such processes to train in parallel, then rerun without --only")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per training (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads (torch and numpy BLAS) of each training and evaluation (0: one a core)")
     parser.add_argument("--carry", action="store_true",
                         help="train nothing: evaluate the runs present in RUNS and carry every other run's rows, curve "
                              "and paired tests from the committed results (marked †), e.g. to add one method's "
@@ -487,6 +488,14 @@ def main() -> None:
                         help="runs to leave out (comma-separated names; listed as not run in the results), e.g. "
                              "lightgcn-full when there is no time to train it")
     args = parser.parse_args()
+    from peel.training.executor import thread_limit
+
+    with thread_limit(args.threads):
+        compare(parser, args)
+
+
+def compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What main does with its parsed arguments (``parser``: to refuse a bad combination of them)."""
     fitted = tuple(m for m in args.fitted.split(",") if m)
     if unknown := set(fitted) - set(FIXED_METHODS):
         parser.error(f"--fitted: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(FIXED_METHODS)}")

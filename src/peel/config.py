@@ -282,7 +282,7 @@ def search_space(config: PeelConfig) -> str:
 @dataclass(frozen=True)
 class PeelConfig:
     seed: int = 2023
-    threads: int = 0            # torch threads per process (0 = torch's default)
+    threads: int = 0            # compute threads of a run, torch's and numpy's BLAS (0 = one a core)
     executor: str = "local"     # "local" or "ray"
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

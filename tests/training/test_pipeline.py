@@ -200,3 +200,32 @@ def test_evaluate_shows_progress_on_stderr_only(trained, capsys):
     assert captured.out == "" and len(rows) == 2
     evaluate_runs(trained, "50%", split="valid", ks=(20,), progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_keeps_to_its_thread_count(small_data, small_config, tmp_path, monkeypatch):
+    """config.threads bounds every stage (stage a included, not only stage b's groups): torch's pool and numpy's
+    BLAS inside the run, the caller's own counts after it."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    import peel.training.pipeline as pipeline
+
+    seen = []
+    real_pretrain = pipeline.pretrain
+
+    def counting_pretrain(*args, **kwargs):
+        blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        seen.append((torch.get_num_threads(), blas))
+        return real_pretrain(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "pretrain", counting_pretrain)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # more than the run's 1, on any machine
+    try:
+        train(small_data, tmp_path / "run", small_config.with_overrides(["threads=1", "pretrain.max_epochs=1"]),
+              progress=False, stop_after="pretrain")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert seen and seen[0][0] == 1
+    assert all(n == 1 for n in seen[0][1])

@@ -1,14 +1,38 @@
-"""Executors for stage b: user groups are independent tasks, run here or as Ray tasks."""
+"""Executors for stage b: user groups are independent tasks, run here or as Ray tasks; and the thread limit
+a whole run keeps to."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from peel.errors import ConfigError
 
 EXECUTORS = ("local", "ray")
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """Run the block on at most ``threads`` compute threads: torch's intra-op pool and numpy's BLAS (0: the
+    libraries' defaults, one thread a core). A job given one core of a shared machine must not start one
+    thread a core: its threads and the other jobs' then take turns at every parallel region's barrier (a
+    LightRec step at amazon-book-sub's 25MB-eq beside another job took about 96 s at torch's default of two
+    threads, against about 21 s at one). The previous limits come back after the block."""
+    if threads <= 0:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], *, executor: str = "local",

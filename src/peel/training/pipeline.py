@@ -29,7 +29,7 @@ from peel.data.interactions import Interactions
 from peel.data.source import data_difference, data_source
 from peel.errors import ConfigError, PeelError
 from peel.run_layout import RunLayout, method_record
-from peel.training.executor import run_tasks
+from peel.training.executor import run_tasks, thread_limit
 from peel.training.finetune import GroupResult, GroupTask, finetune_group
 from peel.training.grouping import item_groups, user_groups
 from peel.training.pretrain import load_pretrained, pretrain
@@ -106,7 +106,7 @@ def train(data: Interactions, out: str | Path, config: PeelConfig, *, data_path:
         _share_pretraining(parent, out, config)
     elif stage_a_from is not None:
         _share_pretraining(Path(stage_a_from), out, config)
-    with run_log(RunLayout(out).log):
+    with run_log(RunLayout(out).log), thread_limit(config.threads):
         log.info("train %s: executor %s, threads %d%s%s", out, config.executor, config.threads,
                  ", resume" if resume else "", ", freed memory kept" if keep_freed_memory() else "")
         if extended:
