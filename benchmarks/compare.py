@@ -381,7 +381,10 @@ def markdown(payload: dict[str, Any]) -> str:
              "is its deployment time for "
              "that budget alone; PEEL's is one pipeline that serves every budget. A run killed and resumed counts "
              "every invocation (a † row dated before 2026-12-04T17:30 counted only the last one of a resumed "
-             "stage, so it may under-count).", "",
+             "stage, so it may under-count). Before 2026-12-05T12:45 (8b24068) `--threads` did not reach stage a or "
+             "the dim searches: a run trained beside another on 2 cores then ran torch's default two threads "
+             "against the other's, so seconds measured so may overstate its time at one thread by up to about 7x "
+             "(LightRec's 25MB-eq epoch on amazon-book-sub: 577 s against 84 s).", "",
              "| method | budget | bytes used | train s | valid NDCG@50 | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 |",
              "|---|---|---|---|---|---|---|---|---|"]
     yardsticks = {(t["budget"], t["b"]) for t in payload["paired"]}

@@ -142,7 +142,10 @@ class ResidualQuantize(torch.autograd.Function):
     instead of streaming the batch from memory B times. That matters when other jobs share the memory bus:
     at amazon-book-sub's 25MB-eq (B = 421) a 1-thread step beside two training jobs takes 21.0 s against
     38.3 s before, and the same on an idle machine at 2 threads (12.4 s)
-    (benchmarks/results/step_time_amazon-book-sub_lightrec_rows_per_pass*.md).
+    (benchmarks/results/step_time_amazon-book-sub_lightrec_rows_per_pass*.md). The codebooks are unbound once,
+    not per slice, codes are max's indices (not argmax's, slower at W = 16) and the codes' one-hot term joins p's
+    product instead of an index_add: there, beside two training jobs, 11.0 s of CPU a step against 12.7 s
+    (wall 16.7 s against 18.3 s; step_time_amazon-book-sub_lightrec_unbind_fold_1thread.md).
     """
 
     @staticmethod
@@ -150,10 +153,11 @@ class ResidualQuantize(torch.autograd.Function):
         norms = codebooks.pow(2).sum(dim=2)
         residual = torch.empty_like(encoded)
         codes = torch.empty(len(codebooks), len(encoded), dtype=torch.long)
+        books, book_norms = codebooks.unbind(0), norms.unbind(0)  # once: iterating a tensor unbinds it anew
         for rows in _slices(len(encoded)):
             r = encoded[rows].clone()
-            for b, book in enumerate(codebooks):
-                hard = codes[b, rows] = _closeness(r, book, norms[b]).argmax(dim=1)
+            for b, book in enumerate(books):
+                hard = codes[b, rows] = _nearest(r, book, book_norms[b])
                 r.sub_(book.index_select(0, hard))
             residual[rows] = r
         ctx.save_for_backward(codebooks, residual, codes)
@@ -165,17 +169,20 @@ class ResidualQuantize(torch.autograd.Function):
         norms = codebooks.pow(2).sum(dim=2)
         grad_books = torch.zeros_like(codebooks)
         grad_encoded = torch.empty_like(grad)
+        books, book_norms, book_grads = codebooks.unbind(0), norms.unbind(0), grad_books.unbind(0)
         for rows in _slices(len(grad)):
             r = residual[rows].clone()  # rebuilt in place, codebook by codebook
             h = -grad[rows]  # at the last residual: the output is encoded - r_B
+            ones = h.new_ones(len(h), 1)
             for b in range(len(codebooks) - 1, -1, -1):
-                book, hard = codebooks[b], codes[b, rows]
+                book, hard = books[b], codes[b, rows]
                 r.add_(book.index_select(0, hard))
-                p = torch.softmax(_closeness(r, book, norms[b]), dim=1)
+                p = torch.softmax(_closeness(r, book, book_norms[b]), dim=1)
                 s = h @ book.T
                 q = s.sub_((p * s).sum(dim=1, keepdim=True)).mul_(p)
-                (grad_books[b].addcmul_(book, q.sum(dim=0)[:, None], value=2).addmm_(p.T, h, alpha=-1)
-                 .index_add_(0, hard, h, alpha=-1).addmm_(q.T, r, alpha=-2))
+                p.scatter_add_(1, hard[:, None], ones)  # p + o: the codes' one-hot term joins p's product
+                (book_grads[b].addcmul_(book, q.sum(dim=0)[:, None], value=2).addmm_(p.T, h, alpha=-1)
+                 .addmm_(q.T, r, alpha=-2))
                 h.addmm_(q, book, alpha=-2)
             grad_encoded[rows] = h.add_(grad[rows])
         return grad_encoded, grad_books
@@ -195,9 +202,10 @@ def _closeness(x: torch.Tensor, book: torch.Tensor, norms: torch.Tensor | None =
     return torch.addmm(book.pow(2).sum(dim=1) if norms is None else norms, x, book.T, beta=-1, alpha=2)
 
 
-def _nearest(x: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
-    """The index of the codeword of ``book`` nearest to each row of ``x`` (the first of a tie)."""
-    return _closeness(x, book).argmax(dim=1)
+def _nearest(x: torch.Tensor, book: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+    """The index of the codeword of ``book`` nearest to each row of ``x`` (the first of a tie, as argmax;
+    max's indices are the same and twice as fast on CPU for rows of W = 16)."""
+    return _closeness(x, book, norms).max(dim=1).indices
 
 
 def residual_kmeans(vectors: torch.Tensor, codebooks: int, codewords: int, iterations: int = 10) -> torch.Tensor:

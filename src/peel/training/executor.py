@@ -17,9 +17,10 @@ EXECUTORS = ("local", "ray")
 def thread_limit(threads: int) -> Iterator[None]:
     """Run the block on at most ``threads`` compute threads: torch's intra-op pool and numpy's BLAS (0: the
     libraries' defaults, one thread a core). A job given one core of a shared machine must not start one
-    thread a core: its threads and the other jobs' then take turns at every parallel region's barrier (a
-    LightRec step at amazon-book-sub's 25MB-eq beside another job took about 96 s at torch's default of two
-    threads, against about 21 s at one). The previous limits come back after the block."""
+    thread a core: its threads and the other jobs' then take turns at every parallel region's barrier (beside
+    one other such job on 2 cores, an epoch of LightRec at amazon-book-sub's 25MB-eq took 577 s at torch's
+    default of two threads against 84 s at one, one of AutoEmb's retraining 24.5 s against 3.6 s). The
+    previous limits come back after the block."""
     if threads <= 0:
         yield
         return
