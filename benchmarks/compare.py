@@ -368,6 +368,39 @@ def precision(payload: dict[str, Any]) -> str:
     return "" if unit_dtype == "f32" else f" ({unit_dtype} units)"
 
 
+def verdicts(payload: dict[str, Any]) -> list[str]:
+    """Markdown lines: where each paired PEEL loses and wins against a budget's best fitted model (NDCG@50,
+    significant at 5%), where it was not paired with that model, and budgets no PEEL was paired at."""
+    lines: list[str] = []
+    best: dict[str, dict[str, Any]] = {}
+    for r in payload["rows"]:
+        if not r["elastic"] and r.get("family") != FULL_LIGHTGCN[0] and r.get("valid_ndcg50") is not None \
+                and r["valid_ndcg50"] > best.get(r["budget"], {}).get("valid_ndcg50", -1):
+            best[r["budget"]] = r
+    paired_peels = list(dict.fromkeys(t["a"] for t in payload["paired"]))
+    for label in paired_peels:
+        ndcg = [t for t in payload["paired"] if t["a"] == label and t["metric"] == "ndcg@50"]
+        per_budget = Counter(t["budget"] for t in ndcg)  # a budget with two yardsticks names the fitted model
+
+        def where(t: dict[str, Any], per_budget: Counter = per_budget) -> str:
+            return t["budget"] if per_budget[t["budget"]] == 1 else f"{t['budget']} against {t['b']}"
+
+        losses = [f"{where(t)} ({t['relative']:+.0%}, p = {t['p_value']:.1g})" for t in ndcg
+                  if t["difference"] < 0 and t["p_value"] < 0.05]
+        wins = [where(t) for t in ndcg if t["difference"] > 0 and t["p_value"] < 0.05]
+        unpaired = [budget for budget, r in best.items()
+                    if not any(t["budget"] == budget and t["b"] == r["method"] for t in ndcg)]
+        lines += ["", f"**Where {label} loses** (NDCG@50, significant at 5%): {', '.join(losses) or 'nowhere'}; "
+                  f"where it wins: {', '.join(wins) or 'nowhere'}"
+                  + (f"; not paired with the best fitted model at {', '.join(unpaired)}." if unpaired else ".")]
+    if untested := [f"{budget} ({r['method']})" for budget, r in best.items()
+                    if payload["paired"] and not any(t["budget"] == budget and t["b"] == r["method"]
+                                                     for t in payload["paired"])]:
+        lines += ["", "**Not paired** (the best fitted model on validation, whose run and PEEL's were not on one "
+                  f"machine for a `--carry`): {', '.join(untested)}."]
+    return lines
+
+
 def markdown(payload: dict[str, Any]) -> str:
     name, file = payload["dataset"], payload_name(payload)
     lines = [f"## PEEL against models trained for each budget on {name}{precision(payload)} (test split)", "",
@@ -418,29 +451,7 @@ def markdown(payload: dict[str, Any]) -> str:
     for t in payload["paired"]:
         lines.append(f"| {t['budget']} | {t['a']} | {t['b']} | {t['metric']} | {t['mean_a']:.5f} | {t['mean_b']:.5f} | "
                      f"{t['relative']:+.1%} | {t['wins']} / {t['losses']} / {t['ties']} | {t['p_value']:.2g} |")
-    paired_peels = list(dict.fromkeys(t["a"] for t in payload["paired"]))
-    for label in paired_peels:
-        ndcg = [t for t in payload["paired"] if t["a"] == label and t["metric"] == "ndcg@50"]
-        per_budget = Counter(t["budget"] for t in ndcg)  # a budget with two yardsticks names the fitted model
-
-        def where(t: dict[str, Any], per_budget: Counter = per_budget) -> str:
-            return t["budget"] if per_budget[t["budget"]] == 1 else f"{t['budget']} against {t['b']}"
-
-        losses = [f"{where(t)} ({t['relative']:+.0%}, p = {t['p_value']:.1g})" for t in ndcg
-                  if t["difference"] < 0 and t["p_value"] < 0.05]
-        wins = [where(t) for t in ndcg if t["difference"] > 0 and t["p_value"] < 0.05]
-        lines += ["", f"**Where {label} loses** (NDCG@50, significant at 5%): {', '.join(losses) or 'nowhere'}; "
-                  f"where it wins: {', '.join(wins) or 'nowhere'}."]
-    best: dict[str, dict[str, Any]] = {}
-    for r in payload["rows"]:
-        if not r["elastic"] and r.get("family") != FULL_LIGHTGCN[0] and r.get("valid_ndcg50") is not None \
-                and r["valid_ndcg50"] > best.get(r["budget"], {}).get("valid_ndcg50", -1):
-            best[r["budget"]] = r
-    if untested := [f"{budget} ({r['method']})" for budget, r in best.items()
-                    if payload["paired"] and not any(t["budget"] == budget and t["b"] == r["method"]
-                                                     for t in payload["paired"])]:
-        lines += ["", "**Not paired** (the best fitted model on validation, whose run and PEEL's were not on one "
-                  f"machine for a `--carry`): {', '.join(untested)}."]
+    lines += verdicts(payload)
     if payload.get("not_run"):
         lines += ["", f"**Not run** (`--skip`, or with `--carry` not trained yet): {', '.join(payload['not_run'])}."]
     lines += ["", f"![NDCG@50 and Recall@50 against bytes]({file}.png)"]
@@ -457,7 +468,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{mine[b]['accumulated_seconds']:,.0f} s, {mine[b]['ndcg@50']:.4f}" if b in mine else "-"
             for b in order) + " |")
     lines += ["", f"![Accumulated training seconds and NDCG@50 as the budget shrinks]({file}_deployment.png)"]
-    for label in paired_peels:
+    for label in dict.fromkeys(t["a"] for t in payload["paired"]):
         lines += ["", f"Curve of {label}: " + ", ".join(f"{r['bytes_used'] / 1e6:.2f} MB → {r['ndcg@50']:.4f}"
                                                        for r in payload["curves"] if r["method"] == label
                                                        and "error" not in r)]

@@ -136,7 +136,8 @@ def main() -> None:
                         help="compare.py runs to repeat (comma-separated): PEEL variants and fitted runs")
     parser.add_argument("--seeds", required=True, help="the other seeds (comma-separated integers)")
     parser.add_argument("--fitted", default="lightgcn", help="fitted methods whose runs may be named")
-    parser.add_argument("--threads", type=int, default=0, help="threads (torch and numpy BLAS) per training (0: one a core)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads (torch and numpy BLAS) per training (0: one a core)")
     parser.add_argument("--train-only", action="store_true", help="train what is missing and stop")
     args = parser.parse_args()
     try:

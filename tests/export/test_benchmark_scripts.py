@@ -714,3 +714,27 @@ def test_added_rows_replace_earlier_rows_of_the_same_key_and_keep_the_others(tmp
     assert added["rows"] == [{"run": "a", "v": 1}, {"run": "b", "v": 3}, {"run": "c", "v": 4}]
     assert added["commands"][0] == "python x.py --run a" and len(added["commands"]) == 2
     assert added_rows("none", [{"run": "a"}], lambda r: r["run"], results_dir=tmp_path)["rows"] == [{"run": "a"}]
+
+
+def test_compare_verdict_names_the_budgets_a_peel_was_not_paired_at() -> None:
+    """A PEEL row paired only at some budgets must not read as 'loses nowhere' where it was never tested."""
+    compare = _script("compare")
+
+    def row(method: str, budget: str, valid: float, elastic: bool = False) -> dict:
+        return {"method": method, "family": method, "budget": budget, "valid_ndcg50": valid, "elastic": elastic}
+
+    def pair(a: str, budget: str, b: str, difference: float, p: float) -> dict:
+        return {"a": a, "b": b, "budget": budget, "metric": "ndcg@50", "difference": difference,
+                "relative": difference, "p_value": p}
+
+    rows = [row("PEEL", "5MB-eq", 0.04, True), row("PEEL", "10MB-eq", 0.05, True),
+            row("LightGCN", "5MB-eq", 0.03), row("LightGCN", "10MB-eq", 0.04), row("LightRec", "10MB-eq", 0.06)]
+    paired = [pair("PEEL", "5MB-eq", "LightGCN", 0.2, 1e-9), pair("PEEL", "10MB-eq", "LightRec", -0.1, 1e-9),
+              pair("PEEL hand", "5MB-eq", "LightGCN", 0.2, 1e-9)]
+    lines = [line for line in compare.verdicts({"rows": rows, "paired": paired}) if line]
+    assert lines[0] == ("**Where PEEL loses** (NDCG@50, significant at 5%): 10MB-eq (-10%, p = 1e-09); "
+                        "where it wins: 5MB-eq.")
+    assert lines[1].endswith("where it wins: 5MB-eq; not paired with the best fitted model at 10MB-eq.")
+    assert len(lines) == 2  # every budget's best model is paired with some PEEL
+    lines = compare.verdicts({"rows": rows, "paired": paired[:1]})
+    assert lines[-1].startswith("**Not paired**") and "10MB-eq (LightRec)" in lines[-1]
