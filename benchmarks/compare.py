@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -348,7 +349,7 @@ def plot(payload: dict[str, Any]) -> Path:
     from peel.bench.plots import budget_curves, deployment_steps
 
     pop = {"method": "popularity", "budget": "full", **payload["popularity"]}
-    fitted = [{**r, "method": r["method"].split(" (D=")[0]} for r in payload["rows"]
+    fitted = [{**r, "method": re.sub(r" \(D[=<].*", "", r["method"])} for r in payload["rows"]
               if not r["elastic"] and r.get("chosen", True)]
     steps = deployment(payload)
     name, units = payload_name(payload), precision(payload)

@@ -28,3 +28,12 @@ def test_budget_curves_refuses_an_all_error_table(tmp_path) -> None:
     with pytest.raises(PeelError, match="no rows to plot"):
         budget_curves([ROWS[2]], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_no_two_methods_of_a_plot_look_alike() -> None:
+    """Past ten methods colours repeat: the marker and line style must then tell them apart."""
+    from peel.bench.plots import _style
+
+    styles = [_style(i) for i in range(40)]
+    assert len({(color, marker) for color, marker, _ in styles}) == 40
+    assert len({(color, line) for color, _, line in styles}) == 40

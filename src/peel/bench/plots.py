@@ -23,11 +23,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(plt: Any, fig: Any, path: str | os.PathLike[str], title: str | None) -> Path:
-    """Title, lay out and write ``fig`` atomically as PNG at ``path``; returns the path."""
+def _save(plt: Any, fig: Any, path: str | os.PathLike[str], title: str | None, bottom: float = 0.0) -> Path:
+    """Title, lay out (above ``bottom``, the figure's share kept for a legend) and write ``fig`` atomically as
+    PNG at ``path``; returns the path."""
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -49,16 +50,18 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
     if not usable:
         raise PeelError("no rows to plot: every row is an error or the table is empty")
     methods = list(dict.fromkeys(r["method"] for r in usable))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    rows_of_legend = -(-len(methods) // 3)
+    height = 4 + 0.2 * rows_of_legend
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), height), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for i, method in enumerate(methods):
             mine = [r for r in usable if r["method"] == method and metric in r]
             sized = sorted((_megabytes(r), r[metric]) for r in mine if _megabytes(r) is not None)
-            color = f"C{i % 10}"
+            color, marker, line = _style(i)
             if sized:
                 xs, ys = zip(*sized, strict=True)
                 points = all(r.get("elastic") is False for r in mine)
-                ax.plot(xs, ys, marker="s" if points else "o", linestyle="none" if points else "-",
+                ax.plot(xs, ys, marker=marker if points else "o", linestyle="none" if points else line,
                         markersize=7 if points else 4, label=method, color=color)
             for r in mine:
                 if _megabytes(r) is None:
@@ -66,8 +69,18 @@ def budget_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], 
         ax.set_xlabel("bytes a device holds (MB)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    return _save(plt, fig, path, title)
+    bottom = (0.2 * rows_of_legend + 0.05) / height
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    return _save(plt, fig, path, title, bottom=bottom)
+
+
+_MARKERS = ("s", "D", "^", "v", "P", "X", "*", "p", "h", "<")
+
+
+def _style(i: int) -> tuple[str, str, str]:
+    """The i-th method's colour, point marker and curve line style: ten colours, and past ten a new marker and
+    line style, so no two methods of a plot look alike."""
+    return f"C{i % 10}", _MARKERS[(i + i // 10) % len(_MARKERS)], ("-", "--", ":", "-.")[i // 10 % 4]
 
 
 def deployment_steps(rows: Sequence[dict[str, Any]], budgets: Sequence[str], path: str | os.PathLike[str], *,
