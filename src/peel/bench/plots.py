@@ -93,21 +93,26 @@ def deployment_steps(rows: Sequence[dict[str, Any]], budgets: Sequence[str], pat
     plt = _pyplot()
     if not rows:
         raise PeelError("no rows to plot")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    rows_of_legend = -(-len(methods) // 3)
+    height = 4 + 0.2 * rows_of_legend
+    fig, axes = plt.subplots(1, 2, figsize=(11, height))
     steps = range(len(budgets))
-    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+    for i, method in enumerate(methods):
         mine = {r["budget"]: r for r in rows if r["method"] == method}
         xs = [s for s, b in zip(steps, budgets, strict=True) if b in mine]
+        color, marker, line = _style(i)
         for ax, key in zip(axes, ("accumulated_seconds", metric), strict=True):
-            ax.plot(xs, [mine[budgets[s]][key] for s in xs], marker="o", label=method, color=f"C{i % 10}")
+            ax.plot(xs, [mine[budgets[s]][key] for s in xs], marker=marker, linestyle=line, label=method,
+                    color=color)
     for ax, label in zip(axes, ("accumulated training seconds", metric), strict=True):
         ax.set_xticks(list(steps), list(budgets))
         ax.set_xlabel("the device's budget, in the order it arrives")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
-    axes[0].legend(fontsize=7)
-    return _save(plt, fig, path, title)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    return _save(plt, fig, path, title, bottom=(0.2 * rows_of_legend + 0.05) / height)
 
 
 def _megabytes(row: dict[str, Any]) -> float | None:
